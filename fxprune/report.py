@@ -1,0 +1,142 @@
+"""Report: what a pruning did, as a text table and as HTML in Jupyter."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tabulate import tabulate
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .passes.dependency import Analysis, Unsupported
+from .plan import Plan
+
+__all__ = ["Report", "count_macs", "count_params", "latency_ms"]
+
+
+def count_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def count_macs(m: nn.Module, inputs: tuple) -> int:
+    """Multiply-accumulates of one forward pass, from torch.utils.flop_counter (FLOPs / 2)."""
+    was = m.training
+    m.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            m(*inputs)
+    finally:
+        m.train(was)
+    return int(counter.get_total_flops() // 2)
+
+
+def latency_ms(m: nn.Module, inputs: tuple, *, warmup: int = 3, iters: int = 10) -> float:
+    """Median wall-clock milliseconds of one forward pass (eval mode, no grad)."""
+    was = m.training
+    m.eval()
+    times = []
+    try:
+        with torch.no_grad():
+            for _ in range(warmup):
+                m(*inputs)
+            for _ in range(iters):
+                t0 = time.perf_counter()
+                m(*inputs)
+                times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        m.train(was)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def _fmt(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+@dataclass
+class Report:
+    """Groups (size, kept, exact or approximate, members), pinned classes with reasons,
+    unsupported ops, parameters and MACs before and after."""
+
+    model: str
+    capture: str
+    plan: Plan
+    analysis: Analysis
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    verification: Any = None
+
+    # -- tables ---------------------------------------------------------------------------
+    def group_rows(self) -> list[list[Any]]:
+        rows = []
+        for g in self.plan.groups:
+            kept = len(self.plan.keep.get(g.id, range(g.size)))
+            members = ", ".join(f"{p}[{d}]" for p, d in g.params[:3]) + (f" +{len(g.params) - 3}" if len(g.params) > 3 else "")
+            rows.append([g.id, g.size, kept, "exact" if g.exact else "approx", members])
+        return rows
+
+    def pinned_rows(self) -> list[list[Any]]:
+        """Classes that hold parameters but keep every index, with the reason."""
+        return [
+            [c.id, c.size, c.pinned, ", ".join(f"{p}[{d}]" for p, d in c.params[:2])]
+            for c in self.analysis.classes
+            if c.params and c.pinned is not None and c.size > 1
+        ]
+
+    def summary_rows(self) -> list[list[Any]]:
+        def ratio(a: float, b: float) -> str:
+            return f"{a / b:.2f}x" if b else "-"
+
+        return [
+            ["parameters", _fmt(self.params_before), _fmt(self.params_after), ratio(self.params_before, self.params_after)],
+            ["MACs", _fmt(self.macs_before), _fmt(self.macs_after), ratio(self.macs_before, self.macs_after)],
+        ]
+
+    @property
+    def unsupported(self) -> tuple[Unsupported, ...]:
+        return self.analysis.unsupported
+
+    def __str__(self) -> str:
+        n_removed = sum(1 for g in self.plan.groups if g.id in self.plan.keep)
+        lines = [
+            f"fxprune report: {self.model} (capture: {self.capture}, ratio {self.plan.ratio}, "
+            f"{'exact groups only' if self.plan.exact_only else 'exact and approximate groups'})",
+            tabulate(self.summary_rows(), headers=["", "before", "after", "reduction"]),
+            f"{len(self.plan.groups)} prunable groups ({sum(g.exact for g in self.plan.groups)} exact), "
+            f"{n_removed} pruned; {len(self.pinned_rows())} pinned classes hold parameters",
+        ]
+        if self.unsupported:
+            lines.append("ops without a rule (their channels stay whole):")
+            lines.extend(f"  {u.message()}" for u in self.unsupported)
+        if self.verification is not None:
+            lines.append(str(self.verification))
+        return "\n".join(lines)
+
+    def details(self) -> str:
+        """Every group and every pinned class, as text tables."""
+        return "\n\n".join([
+            str(self),
+            tabulate(self.group_rows(), headers=["group", "size", "kept", "kind", "members"]),
+            tabulate(self.pinned_rows(), headers=["class", "size", "pinned because", "members"]),
+        ])  # fmt: skip
+
+    def _repr_html_(self) -> str:
+        parts = [
+            f"<b>fxprune report</b>: {self.model} (capture: {self.capture}, ratio {self.plan.ratio})",
+            tabulate(self.summary_rows(), headers=["", "before", "after", "reduction"], tablefmt="html"),
+            tabulate(self.group_rows(), headers=["group", "size", "kept", "kind", "members"], tablefmt="html"),
+        ]
+        if self.pinned_rows():
+            parts.append(tabulate(self.pinned_rows(), headers=["class", "size", "pinned because", "members"], tablefmt="html"))
+        if self.verification is not None:
+            parts.append(f"<p>{self.verification}</p>")
+        return "\n".join(parts)

@@ -1,0 +1,1 @@
+"""fxprune compiler passes (installed as fxprune.passes)."""

@@ -1,0 +1,508 @@
+"""Rewrite: Plan -> a new, smaller GraphModule.
+
+requires: ``gm.meta[ANALYSIS]`` and ``node.meta[DIMS]`` (``analyze``), a plan whose groups
+          match the analysis.
+ensures:  a fresh GraphModule (the input is not touched): every parameter and buffer sliced
+          along its layout, module attributes updated, every shape argument re-derived from
+          the new sizes, scalars computed from pruned sizes frozen to their original values
+          where they are not shapes; ``lint()`` and ``recompile()`` done; state_dict keys kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from typing import Any, Callable
+
+import torch
+from torch import fx, nn
+from torch.fx.node import map_aggregate
+
+from .axes import Layout, kept_positions
+from .dependency import Analysis, NodeDims
+from .keys import ANALYSIS, DIMS, PLAN, SPEC
+from .rules import _FUNCS, _METHODS, _MODULES, _SIGS
+
+__all__ = ["rewrite", "register_rewrite", "register_module_update"]
+
+_REWRITES: dict[str, Callable[..., Any]] = {}
+_MODULE_UPDATES: dict[type, Callable[..., None]] = {}
+
+
+def register_rewrite(key: str) -> Callable:
+    """Hook for op ``key``: ``fn(rw, node, args, kwargs) -> (target_or_None, args, kwargs)``
+    re-derives the node's size arguments; args are already mapped into the new graph."""
+
+    def deco(fn: Callable) -> Callable:
+        _REWRITES[key] = fn
+        return fn
+
+    return deco
+
+
+def register_module_update(*classes: type) -> Callable:
+    """Hook for a module class: ``fn(rw, node, module)`` sets its size attributes."""
+
+    def deco(fn: Callable) -> Callable:
+        for c in classes:
+            _MODULE_UPDATES[c] = fn
+        return fn
+
+    return deco
+
+
+class Rewriter:
+    """New sizes and kept positions for every node dim, given per-class keep masks."""
+
+    def __init__(self, gm: fx.GraphModule, keep: dict[int, torch.Tensor]):
+        self.gm = gm
+        self.keep = keep
+        self.analysis: Analysis = gm.meta[ANALYSIS]
+        self._memo: dict[int, torch.Tensor | None] = {}
+
+    def kept(self, layout: Layout) -> torch.Tensor | None:
+        k = id(layout)
+        if k not in self._memo:
+            self._memo[k] = kept_positions(layout, self.keep)
+        return self._memo[k]
+
+    def new_size(self, layout: Layout) -> int:
+        k = self.kept(layout)
+        return layout.size if k is None else int(k.numel())
+
+    def dims(self, node: Any, index: int | None = None) -> NodeDims | None:
+        d = node.meta.get(DIMS) if isinstance(node, fx.Node) else None
+        if index is not None and isinstance(d, tuple):
+            d = d[index]
+        return d if isinstance(d, NodeDims) else None
+
+    def old_shape(self, node: fx.Node) -> tuple[int, ...]:
+        return tuple(l.size for l in self.dims(node).dims)
+
+    def new_shape(self, node: fx.Node, index: int | None = None) -> tuple[int, ...]:
+        return tuple(self.new_size(l) for l in self.dims(node, index).dims)
+
+    def changed(self, node: fx.Node) -> list[bool]:
+        d = self.dims(node)
+        return [self.kept(l) is not None for l in d.dims] if d else []
+
+    def kept_in_dim(self, node: fx.Node, dim: int) -> torch.Tensor | None:
+        return self.kept(self.dims(node).dims[dim])
+
+    def extra(self, node: fx.Node, name: str) -> Layout | None:
+        return self.analysis.extra.get(node.name, {}).get(name)
+
+
+# ------------------------------------------------------------------------------------------
+# scalars that depend on pruned sizes
+# ------------------------------------------------------------------------------------------
+def _taint(rw: Rewriter, gm: fx.GraphModule) -> dict[str, Any]:
+    """For each non-tensor node, whether its value depends on a pruned size (per element
+    for tuples). Such values are re-derived where they are shapes and frozen elsewhere."""
+    taint: dict[str, Any] = {}
+
+    def any_t(x: Any) -> bool:
+        if isinstance(x, bool):
+            return x
+        if isinstance(x, (list, tuple)):
+            return any(any_t(y) for y in x)
+        return False
+
+    for node in gm.graph.nodes:
+        spec = node.meta.get(SPEC)
+        if node.op in ("placeholder", "get_attr", "output") or _is_tensorish(spec):
+            continue
+        src = node.args[0] if node.args else None
+        if node.target in ("size", "shape") or (node.target is getattr and len(node.args) > 1 and node.args[1] == "shape"):
+            ch = rw.changed(src) if isinstance(src, fx.Node) else []
+            dim = node.args[1] if node.target == "size" and len(node.args) > 1 else node.kwargs.get("dim")
+            taint[node.name] = ch[dim] if isinstance(dim, int) and ch else tuple(ch)
+        elif node.target in ("numel", "nelement"):
+            taint[node.name] = any(rw.changed(src)) if isinstance(src, fx.Node) else False
+        elif node.target is operator.getitem and isinstance(src, fx.Node) and src.name in taint:
+            t = taint[src.name]
+            i = node.args[1]
+            taint[node.name] = t[i] if isinstance(t, tuple) and isinstance(i, (int, slice)) and t else any_t(t)
+        else:
+            deps = [taint.get(n.name, False) for n in node.all_input_nodes]
+            taint[node.name] = any(any_t(t) for t in deps)
+    return {k: v for k, v in taint.items() if any_t(v)}
+
+
+def _is_tensorish(spec: Any) -> bool:
+    if hasattr(spec, "shape") and hasattr(spec, "dtype"):
+        return True
+    if isinstance(spec, (list, tuple)):
+        return any(_is_tensorish(s) for s in spec)
+    return False
+
+
+# ------------------------------------------------------------------------------------------
+# the pass
+# ------------------------------------------------------------------------------------------
+def rewrite(gm: fx.GraphModule, plan: Any = None) -> fx.GraphModule:
+    """Apply ``plan`` (default: ``gm.meta["fxprune.plan"]``) and return a new, smaller
+    GraphModule; ``gm`` is left as it was.
+
+    Example:
+        >>> small = rewrite(gm, make_plan(gm, 0.5))
+        >>> small(x).shape == gm(x).shape
+        True
+    """
+    analysis: Analysis | None = gm.meta.get(ANALYSIS)
+    if analysis is None:
+        raise ValueError("fxprune.rewrite: no fxprune.analysis on this GraphModule; run fxprune.analyze first")
+    if plan is None:
+        plan = gm.meta.get(PLAN)
+        if plan is None:
+            raise ValueError(
+                "fxprune.rewrite: no fxprune.plan on this GraphModule; run fxprune.analyze and make_plan first"
+            )
+    plan.check(analysis)
+    rw = Rewriter(gm, plan.masks())
+
+    new_root = copy.deepcopy(gm)
+    new_root.meta.pop(PLAN, None)
+    _slice_tensors(rw, new_root)
+
+    graph = fx.Graph()
+    env: dict[fx.Node, Any] = {}
+    taint = _taint(rw, gm)
+    tainted: set[fx.Node] = set()  # new-graph nodes whose value depends on a pruned size
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            mod = new_root.get_submodule(node.target)
+            upd = _MODULE_UPDATES.get(type(mod))
+            if upd is not None:
+                upd(rw, node, mod)
+
+        def arg(a: fx.Node) -> Any:
+            # a scalar computed from a pruned size keeps its original value (masked == pruned)
+            if a.name in taint:
+                return a.meta[SPEC]
+            return env[a]
+
+        args = map_aggregate(node.args, lambda a: arg(a) if isinstance(a, fx.Node) else a)
+        kwargs = map_aggregate(node.kwargs, lambda a: arg(a) if isinstance(a, fx.Node) else a)
+        target = node.target
+        op = node.op
+        hook = _REWRITES.get(_key(node, gm))
+        if hook is not None and node.op in ("call_function", "call_method"):
+            # shape positions get sizes from the new layouts, not frozen scalars
+            raw_args = map_aggregate(node.args, lambda a: env[a] if isinstance(a, fx.Node) else a)
+            raw_kwargs = map_aggregate(node.kwargs, lambda a: env[a] if isinstance(a, fx.Node) else a)
+            res = hook(rw, node, raw_args, raw_kwargs, graph, tainted)
+            if res is not None:
+                new_target, args, kwargs = res
+                if new_target is not None:
+                    target, op = new_target, "call_function"
+        new = graph.create_node(op, target, tuple(args), dict(kwargs), name=node.name, type_expr=node.type)
+        new.meta = {k: v for k, v in node.meta.items() if not k.startswith("fxprune.")}
+        env[node] = new
+        if node.name in taint:
+            tainted.add(new)
+
+    out = fx.GraphModule(new_root, graph, class_name=type(gm).__name__)
+    out.meta = {k: v for k, v in gm.meta.items() if k not in (PLAN, ANALYSIS)}
+    # no dead-code elimination: an unused in-place method call still has its effect
+    out.graph.lint()
+    out.recompile()
+    modes = {name: m.training for name, m in gm.named_modules()}
+    for name, m in out.named_modules():
+        m.training = modes.get(name, m.training)
+    return out
+
+
+def _key(node: fx.Node, gm: fx.GraphModule) -> str | None:
+    if node.op == "call_function":
+        return _FUNCS.get(node.target)
+    if node.op == "call_method":
+        return _METHODS.get(node.target)
+    if node.op == "call_module":
+        entry = _MODULES.get(type(gm.get_submodule(node.target)))
+        return entry[0] if entry else None
+    return None
+
+
+def _slice_tensors(rw: Rewriter, root: nn.Module) -> None:
+    """Slice every parameter and buffer along its layout; tied tensors stay one object."""
+    done: dict[int, torch.Tensor] = {}
+    named = list(root.named_parameters(remove_duplicate=False)) + list(root.named_buffers(remove_duplicate=False))
+    for fqn, t in named:
+        layouts = rw.analysis.param_layouts.get(fqn)
+        if layouts is None:
+            continue
+        if id(t) not in done:
+            new = t.detach()
+            for d, lay in enumerate(layouts):
+                idx = rw.kept(lay)
+                if idx is not None:
+                    new = new.index_select(d, idx)
+            if new is not t.detach():
+                new = new.clone().contiguous()
+                if isinstance(t, nn.Parameter):
+                    new = nn.Parameter(new, requires_grad=t.requires_grad)
+                done[id(t)] = new
+            else:
+                done[id(t)] = t
+        new = done[id(t)]
+        if new is t:
+            continue
+        owner_name, _, attr = fqn.rpartition(".")
+        owner = root.get_submodule(owner_name) if owner_name else root
+        if attr in owner._parameters:
+            owner._parameters[attr] = new
+        elif attr in owner._buffers:
+            owner._buffers[attr] = new
+        else:
+            setattr(owner, attr, new)
+
+
+# ------------------------------------------------------------------------------------------
+# module attributes
+# ------------------------------------------------------------------------------------------
+def _in_shape(rw: Rewriter, node: fx.Node) -> tuple[int, ...]:
+    return rw.new_shape(node.args[0])
+
+
+@register_module_update(nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+def _update_conv(rw: Rewriter, node: fx.Node, m: nn.Module) -> None:
+    x = _in_shape(rw, node)
+    k = m.weight.dim() - 2
+    c_in = x[1] if len(x) == k + 2 else x[0]
+    g = rw.extra(node, "groups")
+    m.groups = rw.new_size(g) if g is not None else 1
+    m.in_channels = c_in
+    transposed = isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
+    m.out_channels = m.weight.shape[1] * m.groups if transposed else m.weight.shape[0]
+
+
+@register_module_update(nn.Linear)
+def _update_linear(rw: Rewriter, node: fx.Node, m: nn.Linear) -> None:
+    m.out_features, m.in_features = m.weight.shape
+
+
+@register_module_update(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d,
+                        nn.InstanceNorm2d, nn.InstanceNorm3d)  # fmt: skip
+def _update_bn(rw: Rewriter, node: fx.Node, m: nn.Module) -> None:
+    x = _in_shape(rw, node)
+    m.num_features = x[1] if len(x) > 1 else x[0]
+
+
+@register_module_update(nn.GroupNorm)
+def _update_gn(rw: Rewriter, node: fx.Node, m: nn.GroupNorm) -> None:
+    m.num_channels = _in_shape(rw, node)[1]
+    g = rw.extra(node, "groups")
+    m.num_groups = rw.new_size(g) if g is not None else m.num_groups
+
+
+@register_module_update(nn.LayerNorm, nn.RMSNorm)
+def _update_ln(rw: Rewriter, node: fx.Node, m: nn.Module) -> None:
+    x = _in_shape(rw, node)
+    m.normalized_shape = tuple(x[len(x) - len(m.normalized_shape):])
+
+
+@register_module_update(nn.PReLU)
+def _update_prelu(rw: Rewriter, node: fx.Node, m: nn.PReLU) -> None:
+    m.num_parameters = m.weight.numel()
+
+
+@register_module_update(nn.Embedding)
+def _update_embedding(rw: Rewriter, node: fx.Node, m: nn.Embedding) -> None:
+    m.num_embeddings, m.embedding_dim = m.weight.shape
+
+
+@register_module_update(nn.Unflatten)
+def _update_unflatten(rw: Rewriter, node: fx.Node, m: nn.Unflatten) -> None:
+    new = rw.new_shape(node)
+    d = m.dim if m.dim >= 0 else len(rw.old_shape(node.args[0])) + m.dim
+    m.unflattened_size = tuple(new[d: d + len(m.unflattened_size)])
+
+
+# ------------------------------------------------------------------------------------------
+# shape arguments of functions and methods
+# ------------------------------------------------------------------------------------------
+def _sizes_for(rw: Rewriter, node: fx.Node, given: Any, taint: set, graph: fx.Graph, first_dim: int = 0) -> Any:
+    """Re-derive a list of sizes that map onto the node's output dims from ``first_dim``:
+    changed dims get their new size; -1 and unchanged dynamic sizes stay as they were."""
+    new = rw.new_shape(node)
+    ch = rw.changed(node)
+    out = []
+    for i, s in enumerate(given):
+        d = first_dim + i
+        if isinstance(s, int) and s == -1:
+            out.append(s)
+        elif d < len(ch) and ch[d]:
+            out.append(new[d])
+        elif isinstance(s, fx.Node) and s in taint:
+            out.append(rw.old_shape(node)[d])
+        else:
+            out.append(s)
+    return out
+
+
+def _unpack_sizes(args: tuple) -> tuple[list, bool]:
+    if len(args) == 1 and isinstance(args[0], (list, tuple, torch.Size)):
+        return list(args[0]), True
+    return list(args), False
+
+
+@register_rewrite("reshape")
+def _rw_reshape(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    if name not in ("view", "reshape") or not any(rw.changed(node)) and not _uses_taint(node, taint):
+        if name == "unflatten":
+            x, dim, sizes = args[0], args[1], args[2]
+            d = dim if dim >= 0 else len(rw.old_shape(node.args[0])) + dim
+            return None, (x, dim, _sizes_for(rw, node, list(sizes), taint, graph, d)), kwargs
+        return None
+    x, rest = args[0], args[1:]
+    if "shape" in kwargs:
+        rest, kwargs = (kwargs["shape"],), {k: v for k, v in kwargs.items() if k != "shape"}
+    if len(rest) == 1 and isinstance(rest[0], fx.Node):
+        # one node holding the whole shape (x.view(y.shape)): rebuild it element-wise;
+        # its elements are frozen where they depend on pruned sizes
+        old = node.meta[SPEC].shape
+        sizes = [old[i] if rest[0] in taint else graph.call_function(operator.getitem, (rest[0], i)) for i in range(len(old))]
+        packed = True
+    else:
+        sizes, packed = _unpack_sizes(rest)
+    new_sizes = _sizes_for(rw, node, sizes, taint, graph)
+    return None, (x, tuple(new_sizes)) if (packed or node.op == "call_function") else (x, *new_sizes), kwargs
+
+
+def _uses_taint(node: fx.Node, taint: set) -> bool:
+    names = {t.name for t in taint}
+    return any(n.name in names for n in node.all_input_nodes)
+
+
+@register_rewrite("expand")
+def _rw_expand(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
+    if node.target == "expand_as":
+        return None
+    sizes, packed = _unpack_sizes(args[1:])
+    new = _sizes_for(rw, node, sizes, taint, graph)
+    return None, (args[0], tuple(new)) if packed else (args[0], *new), kwargs
+
+
+register_rewrite("broadcast_to")(_rw_expand)
+
+
+@register_rewrite("create")
+def _rw_create(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
+    if node.op == "call_method":  # x.new_zeros(size, ...)
+        head, rest = args[:1], args[1:]
+    else:
+        head, rest = (), args
+    if node.target in (torch.full, "new_full"):
+        sizes, tail = list(rest[0]), rest[1:]
+        return None, head + (tuple(_sizes_for(rw, node, sizes, taint, graph)),) + tail, kwargs
+    if "size" in kwargs:
+        kwargs = dict(kwargs, size=tuple(_sizes_for(rw, node, list(kwargs["size"]), taint, graph)))
+        return None, args, kwargs
+    sizes, packed = _unpack_sizes(rest)
+    new = _sizes_for(rw, node, sizes, taint, graph)
+    return None, head + ((tuple(new),) if packed else tuple(new)), kwargs
+
+
+def _bind(node: fx.Node, key: str, args: tuple, kwargs: dict) -> dict:
+    return dict(_SIGS[key].bind(*args, **kwargs).arguments)
+
+
+def _replace(args: tuple, kwargs: dict, pos: int, name: str, value: Any) -> tuple[tuple, dict]:
+    """Set one argument of the node's own spelling, positional or keyword."""
+    if name in kwargs:
+        return args, dict(kwargs, **{name: value})
+    if pos < len(args):
+        return args[:pos] + (value,) + args[pos + 1:], kwargs
+    return args, dict(kwargs, **{name: value})
+
+
+@register_rewrite("split")
+def _rw_split(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
+    """Any split or chunk becomes torch.split with the pieces' new sizes (chunk's equal
+    pieces need not stay equal)."""
+    b = _bind(node, "split", args, kwargs)
+    x = node.args[0]
+    d = b.get("dim", 0)
+    d = d if d >= 0 else len(rw.old_shape(x)) + d
+    sizes = [rw.new_shape(node, i)[d] for i in range(len(node.meta[SPEC]))]
+    if not rw.changed(x)[d]:
+        return None
+    return torch.split, (b["input"], sizes, d), {}
+
+
+@register_rewrite("narrow")
+def _rw_narrow(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
+    b = _bind(node, "narrow", args, kwargs)
+    x = node.args[0]
+    n = rw.old_shape(x)
+    d = b["dim"] if b["dim"] >= 0 else len(n) + b["dim"]
+    kept = rw.kept_in_dim(x, d)
+    if kept is None:
+        return None
+    start = b["start"] + n[d] if b["start"] < 0 else b["start"]
+    new_start = int((kept < start).sum())
+    new_stop = int((kept < start + b["length"]).sum())
+    return torch.narrow, (b["input"], d, new_start, new_stop - new_start), {}
+
+
+@register_rewrite("getitem")
+def _rw_getitem(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
+    x = node.args[0]
+    if not isinstance(x, fx.Node) or rw.dims(x) is None:
+        return None
+    idx = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+    ndim = len(rw.old_shape(x))
+    n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
+    if Ellipsis in idx:
+        e = idx.index(Ellipsis)
+        idx = idx[:e] + (slice(None),) * (ndim - n_real) + idx[e + 1:]
+    out = []
+    d = 0
+    for i in idx:
+        if i is None:
+            out.append(i)
+            continue
+        kept = rw.kept_in_dim(x, d)
+        n = rw.old_shape(x)[d]
+        if kept is None:
+            out.append(i)
+        elif isinstance(i, int):
+            k = i + n if i < 0 else i
+            out.append(int((kept < k).sum()))
+        else:
+            start, stop, step = i.indices(n)
+            out.append(slice(int((kept < start).sum()), int((kept < max(stop, start)).sum()), None))
+        d += 1
+    new_idx = tuple(out) if isinstance(node.args[1], tuple) else out[0]
+    return None, (args[0], new_idx), kwargs
+
+
+@register_rewrite("conv")
+def _rw_conv(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
+    g = rw.extra(node, "groups")
+    if g is None:
+        return None
+    return None, *_replace(args, kwargs, 6, "groups", rw.new_size(g))
+
+
+@register_rewrite("conv_transpose")
+def _rw_conv_transpose(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
+    g = rw.extra(node, "groups")
+    if g is None:
+        return None
+    return None, *_replace(args, kwargs, 6, "groups", rw.new_size(g))
+
+
+@register_rewrite("group_norm")
+def _rw_group_norm(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
+    return None, *_replace(args, kwargs, 1, "num_groups", rw.new_size(rw.extra(node, "groups")))
+
+
+@register_rewrite("layer_norm")
+def _rw_layer_norm(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
+    shape = kwargs.get("normalized_shape", args[1] if len(args) > 1 else None)
+    k = 1 if isinstance(shape, int) else len(shape)
+    new = rw.new_shape(node.args[0])
+    return None, *_replace(args, kwargs, 1, "normalized_shape", tuple(new[len(new) - k:]))
