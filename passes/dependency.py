@@ -215,8 +215,8 @@ class _Analyzer:
             if found is None:
                 reason = "has no rule"
             else:
-                key, kw = found
-                out = self.wrap(RULES[key](ctx, **kw), spec)
+                key, a, kw = found
+                out = self.wrap(RULES[key](ctx, *a, **kw), spec)
                 self._pin_untouched_module_params(node)
                 if ctx.records:
                     self.records[node.name] = dict(ctx.records)

@@ -406,7 +406,9 @@ def _rw_create(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx
 
 
 def _bind(node: fx.Node, key: str, args: tuple, kwargs: dict) -> dict:
-    return dict(_SIGS[key].bind(*args, **kwargs).arguments)
+    b = _SIGS[key].bind(*args, **kwargs)
+    b.apply_defaults()
+    return dict(b.arguments)
 
 
 def _replace(args: tuple, kwargs: dict, pos: int, name: str, value: Any) -> tuple[tuple, dict]:

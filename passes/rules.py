@@ -128,15 +128,15 @@ def register_module(key: str, *classes: type) -> Callable[[Callable[..., dict]],
     return deco
 
 
-def lookup(node: Any, gm: Any, args: tuple, kwargs: dict, ctx: Ctx) -> tuple[str, dict] | None:
-    """Canonical (key, rule kwargs) for a call node, or None when no rule covers it."""
+def lookup(node: Any, gm: Any, args: tuple, kwargs: dict, ctx: Ctx) -> tuple[str, tuple, dict] | None:
+    """Canonical (key, rule args, rule kwargs) for a call node, or None when no rule covers it."""
     if node.op == "call_module":
         mod = gm.get_submodule(node.target)
         entry = _MODULES.get(type(mod))
         if entry is None:
             return None
         key, adapter = entry
-        return key, adapter(ctx, mod, node.target, *args, **kwargs)
+        return key, (), adapter(ctx, mod, node.target, *args, **kwargs)
     if node.op == "call_function":
         key = _FUNCS.get(node.target)
     elif node.op == "call_method":
@@ -149,7 +149,7 @@ def lookup(node: Any, gm: Any, args: tuple, kwargs: dict, ctx: Ctx) -> tuple[str
         bound = _SIGS[key].bind(*args, **kwargs)
     except TypeError:
         return None  # a spelling with arguments this rule does not describe
-    return key, dict(bound.arguments)
+    return key, bound.args, bound.kwargs
 
 
 def op_name(node: Any, gm: Any) -> str:
@@ -985,3 +985,22 @@ def _create(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
     return ctx.fresh(ctx.out_shape())
 
 __all__ += ["op_name"]
+
+
+# ------------------------------------------------------------------------------------------
+# library ops that symbolic_trace keeps as calls (torch.fx.wrap'ed functions)
+# ------------------------------------------------------------------------------------------
+def _register_torchvision() -> None:
+    try:
+        from torchvision.ops import stochastic_depth
+    except ImportError:  # torchvision is optional for the passes themselves
+        return
+
+    @register_rule("stochastic_depth", stochastic_depth)
+    def _stochastic_depth(ctx: Ctx, input: Val, p: float, mode: str, training: bool = True) -> Any:
+        """Drop-path: each sample (mode "batch": the whole batch) is kept or zeroed and
+        rescaled as a whole, so every other dim passes through index by index."""
+        return input.axes
+
+
+_register_torchvision()
