@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import torch
 from torch import fx
 
+from .passes.axes import Layout
 from .passes.dependency import Analysis
 from .passes.keys import ANALYSIS
 
@@ -106,6 +107,34 @@ class Plan:
                 raise PlanError(f"fxprune.rewrite: plan prunes group {g.id}, which this model pins: {c.pinned}")
 
 
+def _factors(analysis: Analysis) -> dict[int, int]:
+    """For each prunable class, the most prunable classes it shares one product dim with.
+
+    A grouped conv's channels are (group, channel-in-group); pruning both factors by r
+    would remove 1 - (1 - r)^2 of the channels. Spreading r over the k factors of a dim
+    (each loses 1 - (1 - r)^(1/k)) makes the dim as a whole lose about r.
+    """
+    prunable = {c.id for c in analysis.prunable()}
+    k: dict[int, int] = {}
+
+    def visit(lay: Layout) -> None:
+        if lay.kind == "prod":
+            inside = set(lay.classes()) & prunable
+            for c in inside:
+                k[c] = max(k.get(c, 1), len(inside))
+        for p in lay.parts:
+            if lay.kind == "cat":
+                visit(p)
+
+    seen: set[int] = set()
+    for lays in analysis.param_layouts.values():
+        for lay in lays:
+            if id(lay) not in seen:
+                seen.add(id(lay))
+                visit(lay)
+    return k
+
+
 def _keep_count(size: int, ratio: float, round_to: int) -> int:
     keep = size - math.floor(size * ratio + 1e-9)
     if round_to > 1:
@@ -124,6 +153,10 @@ def make_plan(
     """Keep the highest-scoring ``1 - ratio`` of every prunable group (at least one index,
     rounded up to a multiple of ``round_to``). With ``exact=True`` only exact groups are
     pruned. ``scores`` defaults to group L2 magnitude.
+
+    Where one channel dim is a product of k prunable groups (a grouped conv's groups and
+    channels per group), each of them loses ``1 - (1 - ratio) ** (1 / k)`` so the dim as a
+    whole loses about ``ratio``.
     """
     if not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
         raise ValueError(f"ratio must be in [0, 1), got {ratio!r}: it is the fraction of each group removed")
@@ -137,12 +170,14 @@ def make_plan(
 
         scores = magnitude(gm, 2)
     groups, keep = [], {}
+    factors = _factors(analysis)
     for c in analysis.prunable():
         g = Group(c.id, c.size, c.params, c.approx is None, c.approx)
         groups.append(g)
         if exact and not g.exact:
             continue
-        n = _keep_count(c.size, ratio, round_to)
+        r = 1 - (1 - ratio) ** (1 / factors.get(c.id, 1))
+        n = _keep_count(c.size, r, round_to)
         if n >= c.size:
             continue
         s = scores.get(c.id)

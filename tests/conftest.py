@@ -1,0 +1,18 @@
+import torch
+from torch import nn
+
+
+def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every vector parameter (norm affines, biases, layer scales) and every BatchNorm
+    running statistic random values, so that a removed channel is not trivially zero in the
+    masked original (default inits have beta = 0, mean = 0, and layer scales of 1e-6)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.numel() == max(p.shape, default=1):
+                p.copy_(torch.empty(p.shape).uniform_(0.5, 1.5, generator=g))
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                m.running_mean.copy_(torch.empty(m.running_mean.shape).uniform_(-0.5, 0.5, generator=g))
+                m.running_var.copy_(torch.empty(m.running_var.shape).uniform_(0.5, 2.0, generator=g))
+    return model

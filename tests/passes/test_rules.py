@@ -1,0 +1,1014 @@
+"""One test per rule family of passes/rules.py: a tiny inline module per case, compiled,
+proved masked-equals-pruned, and checked for the exact widths it should end up with (or,
+for ops that must pin, for nothing pruned and the reason named in the report)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torch.nn.modules.activation as activation_mod
+from torch import nn
+
+import fxprune
+from fxprune.passes.rules import _MODULES
+
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def _tensors(out):
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return [t for o in out for t in _tensors(o)]
+
+
+def _run_and_check(module, x, ratio=0.5, exact=True, expect_widths=None, expect_attrs=None):
+    """Compile ``module`` at ``ratio`` and check everything that must hold for any rule:
+
+    (a) norm layers get random statistics and affine params (fixed generator), so a zeroed
+        channel is not trivially zero in the masked original;
+    (b) compile; (c) masked-equals-pruned passes (max_rel_err <= 1e-4) and a ratio-0 compile
+        reproduces the eager output; (d) the pruned graph lints, state_dict keys are kept, and
+        the original module's state_dict is untouched; (e) pruned parameter/buffer shapes
+        (``expect_widths``: state_dict name -> shape) and module attributes
+        (``expect_attrs``: "sub.attr" -> value) are exactly as given.
+
+    Returns (pruned module, report, verify result)."""
+    x = x if isinstance(x, tuple) else (x,)
+    g = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, _NORMS):
+                for t in (getattr(m, "weight", None), getattr(m, "bias", None)):
+                    if isinstance(t, torch.Tensor):
+                        t.copy_(torch.empty(t.shape).uniform_(0.5, 1.5, generator=g))
+                rm, rv = getattr(m, "running_mean", None), getattr(m, "running_var", None)
+                if rm is not None:
+                    rm.copy_(torch.empty(rm.shape).uniform_(-0.5, 0.5, generator=g))
+                    rv.copy_(torch.empty(rv.shape).uniform_(0.5, 2.0, generator=g))
+    module.eval()
+    before = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    with torch.no_grad():
+        eager = _tensors(module(*x))
+
+    out = fxprune.compile(module, ratio, example_inputs=x, exact=exact)
+    out.graph.lint()
+    report = out.meta["fxprune.report"]
+    res = fxprune.verify(module, out, x)
+    assert res.passed and res.max_rel_err <= 1e-4, f"{res}\n{report.details()}\n{out.code}"
+    with torch.no_grad():
+        got = _tensors(out(*x))
+    assert [t.shape for t in got] == [t.shape for t in eager], "graph output shapes must not change"
+    assert set(out.state_dict()) == set(before), "state_dict keys must be kept"
+
+    zero = fxprune.compile(module, 0.0, example_inputs=x, exact=exact)
+    zero.graph.lint()
+    with torch.no_grad():
+        same = _tensors(zero(*x))
+    assert len(same) == len(eager)
+    for a, b in zip(same, eager):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+    after = module.state_dict()
+    assert set(after) == set(before)
+    for k, v in before.items():
+        assert torch.equal(after[k], v), f"original {k} was modified"
+
+    sd = out.state_dict()
+    for name, shape in (expect_widths or {}).items():
+        assert tuple(sd[name].shape) == tuple(shape), f"{name}: {tuple(sd[name].shape)} != {shape}\n{report.details()}"
+    for name, value in (expect_attrs or {}).items():
+        owner, _, attr = name.rpartition(".")
+        assert getattr(out.get_submodule(owner), attr) == value, f"{name} = {getattr(out.get_submodule(owner), attr)}"
+    return out, report, res
+
+
+def _class_of(report, fqn, dim):
+    """The analysis class whose parameter list holds (fqn, dim)."""
+    for c in report.analysis.classes:
+        if (fqn, dim) in c.params:
+            return c
+    raise AssertionError(f"no class holds {fqn}[{dim}]")
+
+
+X2 = torch.randn(2, 3, 8, 8)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+# ------------------------------------------------------------------------------------------
+# parameterized layers
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_conv_nd(k):
+    """conv{k}d -> relu -> conv{k}d: the hidden channels 16 -> 8 in both weights and the bias."""
+    Conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[k]
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = Conv(3, 16, 3, padding=1)
+            self.c2 = Conv(16, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.c2(torch.relu(self.c1(x)))
+
+    x = torch.randn((2, 3) + (6,) * k)
+    kern = (3,) * k
+    _run_and_check(
+        M(), x,
+        expect_widths={"c1.weight": (8, 3) + kern, "c1.bias": (8,), "c2.weight": (8, 8) + kern, "c2.bias": (8,)},
+        expect_attrs={"c1.out_channels": 8, "c2.in_channels": 8},
+    )  # fmt: skip
+
+
+def test_grouped_conv():
+    """conv -> conv(groups=4) -> conv: channels are (group, channel-in-group); both factors
+    halve, so 16 channels become 2 groups of 2 and the weight is (4, 2, 3, 3)."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.g = nn.Conv2d(16, 16, 3, padding=1, groups=4)
+            self.c3 = nn.Conv2d(16, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.c3(self.g(torch.relu(self.c1(x))).relu())
+
+    _run_and_check(
+        M(), X2,
+        expect_widths={"c1.weight": (4, 3, 3, 3), "g.weight": (4, 2, 3, 3), "g.bias": (4,), "c3.weight": (8, 4, 3, 3)},
+        expect_attrs={"g.groups": 2, "g.in_channels": 4, "g.out_channels": 4},
+    )  # fmt: skip
+
+
+def test_depthwise_conv():
+    """conv -> depthwise conv (groups=C) -> conv: the channel class is the group axis: 16 -> 8."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 1)
+            self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+            self.c3 = nn.Conv2d(16, 8, 1)
+
+        def forward(self, x):
+            return self.c3(self.dw(self.c1(x)).relu())
+
+    _run_and_check(
+        M(), X2,
+        expect_widths={"c1.weight": (8, 3, 1, 1), "dw.weight": (8, 1, 3, 3), "dw.bias": (8,), "c3.weight": (8, 8, 1, 1)},
+        expect_attrs={"dw.groups": 8, "dw.in_channels": 8, "dw.out_channels": 8},
+    )  # fmt: skip
+
+
+def test_conv_transpose2d():
+    """conv_transpose2d -> relu -> conv_transpose2d: weight is (C_in, C_out, k, k); hidden 16 -> 8."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.t1 = nn.ConvTranspose2d(3, 16, 3, stride=2, padding=1)
+            self.t2 = nn.ConvTranspose2d(16, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.t2(F.relu(self.t1(x)))
+
+    _run_and_check(
+        M(), X2,
+        expect_widths={"t1.weight": (3, 8, 3, 3), "t1.bias": (8,), "t2.weight": (8, 8, 3, 3)},
+        expect_attrs={"t1.out_channels": 8, "t2.in_channels": 8},
+    )  # fmt: skip
+
+
+def test_conv_transpose2d_grouped():
+    """conv -> conv_transpose2d(groups=4, 16 -> 8) -> conv: (group, in-per-group) and
+    (group, out-per-group) halve; the weight (16, 2, 3, 3) becomes (4, 1, 3, 3)."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 1)
+            self.t = nn.ConvTranspose2d(16, 8, 3, padding=1, groups=4)
+            self.c3 = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            return self.c3(self.t(self.c1(x).relu()).relu())
+
+    _run_and_check(
+        M(), X2,
+        expect_widths={"c1.weight": (4, 3, 1, 1), "t.weight": (4, 1, 3, 3), "t.bias": (2,), "c3.weight": (4, 2, 1, 1)},
+        expect_attrs={"t.groups": 2, "t.in_channels": 4, "t.out_channels": 2},
+    )  # fmt: skip
+
+
+def test_linear():
+    """linear -> relu -> linear: hidden features 16 -> 8; in_features / out_features follow."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(6, 16)
+            self.fc2 = nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.fc2(F.relu(self.fc1(x)))
+
+    _run_and_check(
+        M(), torch.randn(3, 6),
+        expect_widths={"fc1.weight": (8, 6), "fc1.bias": (8,), "fc2.weight": (4, 8), "fc2.bias": (4,)},
+        expect_attrs={"fc1.out_features": 8, "fc2.in_features": 8},
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------
+# normalization
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["bn2d", "bn1d_after_linear", "functional"])
+def test_batch_norm(kind):
+    """conv -> BatchNorm2d / linear -> BatchNorm1d / F.batch_norm on get_attr tensors: every
+    per-channel tensor (weight, bias, running stats) follows the channel: 16 -> 8."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            if kind == "bn1d_after_linear":
+                self.l1, self.bn, self.l2 = nn.Linear(6, 16), nn.BatchNorm1d(16), nn.Linear(16, 4)
+            else:
+                self.l1, self.l2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 4, 3, padding=1)
+                if kind == "bn2d":
+                    self.bn = nn.BatchNorm2d(16)
+                else:
+                    self.w = nn.Parameter(torch.rand(16) + 0.5)
+                    self.b = nn.Parameter(torch.randn(16))
+                    self.register_buffer("rm", torch.randn(16))
+                    self.register_buffer("rv", torch.rand(16) + 0.5)
+
+        def forward(self, x):
+            y = self.l1(x)
+            if kind == "functional":
+                y = F.batch_norm(y, self.rm, self.rv, self.w, self.b, training=False)
+            else:
+                y = self.bn(y)
+            return self.l2(y.relu())
+
+    if kind == "bn1d_after_linear":
+        x, widths = torch.randn(4, 6), {"l1.weight": (8, 6), "l2.weight": (4, 8)}
+    else:
+        x, widths = X2, {"l1.weight": (8, 3, 3, 3), "l2.weight": (4, 8, 3, 3)}
+    if kind == "functional":
+        widths.update({"w": (8,), "b": (8,), "rm": (8,), "rv": (8,)})
+        attrs = None
+    else:
+        widths.update({"bn.weight": (8,), "bn.bias": (8,), "bn.running_mean": (8,), "bn.running_var": (8,)})
+        attrs = {"bn.num_features": 8}
+    _run_and_check(M(), x, expect_widths=widths, expect_attrs=attrs)
+
+
+class _GN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.gn = nn.GroupNorm(4, 16)
+        self.c2 = nn.Conv2d(16, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.c2(self.gn(self.c1(x)).relu())
+
+
+def test_group_norm_exact_prunes_whole_groups():
+    """conv -> GroupNorm(4 groups of 4) -> conv, exact: only whole groups go (num_groups 4 -> 2),
+    never channels within a group (their removal would change the group's statistics)."""
+    model = _GN()
+    out, report, _ = _run_and_check(
+        model, X2,
+        expect_widths={"c1.weight": (8, 3, 3, 3), "gn.weight": (8,), "gn.bias": (8,), "c2.weight": (8, 8, 3, 3)},
+        expect_attrs={"gn.num_groups": 2, "gn.num_channels": 8},
+    )  # fmt: skip
+    # the kept channels are whole groups: find each kept row of c1.weight in the original
+    orig = model.c1.weight.detach().flatten(1)
+    kept = [int((orig == row).all(1).nonzero()) for row in out.c1.weight.detach().flatten(1)]
+    groups = {i // 4 for i in kept}
+    assert len(groups) == 2 and sorted(kept) == sorted(i for g in groups for i in range(4 * g, 4 * g + 4))
+    # the within-group factor is a class of its own, approximate, and left whole
+    inner = [g for g in report.plan.groups if g.size == 4 and not g.exact]
+    assert inner and all(g.id not in report.plan.keep for g in inner)
+    assert any("group_norm" in (g.approx_reason or "") for g in inner)
+
+
+def test_group_norm_default_prunes_within_groups():
+    """The same model with exact=False: the within-group factor is pruned too (approximately):
+    2 groups of 2 channels remain, and verify reports how far the outputs moved."""
+    _, _, res = _run_and_check(
+        _GN(), X2, exact=False,
+        expect_widths={"c1.weight": (4, 3, 3, 3), "gn.weight": (4,), "c2.weight": (8, 4, 3, 3)},
+        expect_attrs={"gn.num_groups": 2, "gn.num_channels": 4},
+    )  # fmt: skip
+    assert res.approx_rel_err is not None and res.approx_rel_err > 0
+
+
+def test_instance_norm_affine():
+    """conv -> InstanceNorm2d(affine=True) -> conv: per-(sample, channel) statistics, so the
+    channel prunes exactly: 16 -> 8, affine params too."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.inorm = nn.InstanceNorm2d(16, affine=True)
+            self.c2 = nn.Conv2d(16, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.c2(self.inorm(self.c1(x)).relu())
+
+    _run_and_check(
+        M(), X2,
+        expect_widths={"c1.weight": (8, 3, 3, 3), "inorm.weight": (8,), "inorm.bias": (8,), "c2.weight": (8, 8, 3, 3)},
+        expect_attrs={"inorm.num_features": 8},
+    )  # fmt: skip
+
+
+class _LNChannelLast(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.ln = nn.LayerNorm(16)
+        self.c2 = nn.Conv2d(16, 8, 3, padding=1)
+
+    def forward(self, x):
+        y = self.c1(x).permute(0, 2, 3, 1)
+        y = self.ln(y).permute(0, 3, 1, 2)
+        return self.c2(y.relu())
+
+
+def test_layer_norm_channel_last_exact_keeps_it():
+    """conv -> permute NHWC -> LayerNorm(C) -> permute back -> conv, exact: LayerNorm's
+    statistics span the channels, so that class is approximate and left whole."""
+    _, report, res = _run_and_check(
+        _LNChannelLast(), X2, expect_widths={"c1.weight": (16, 3, 3, 3), "ln.weight": (16,), "c2.weight": (8, 16, 3, 3)}
+    )
+    c = _class_of(report, "c1.weight", 0)
+    g = report.plan.group(c.id)
+    assert not g.exact and "layer_norm" in g.approx_reason and c.id not in report.plan.keep
+    assert res.approx_rel_err is None
+
+
+def test_layer_norm_channel_last_default_prunes_approx():
+    """The same model with exact=False: the channel class is pruned (16 -> 8, LayerNorm(8)) and
+    verify reports the approximate error."""
+    _, _, res = _run_and_check(
+        _LNChannelLast(), X2, exact=False,
+        expect_widths={"c1.weight": (8, 3, 3, 3), "ln.weight": (8,), "ln.bias": (8,), "c2.weight": (8, 8, 3, 3)},
+        expect_attrs={"ln.normalized_shape": (8,)},
+    )  # fmt: skip
+    assert res.approx_rel_err is not None and res.approx_rel_err > 0
+
+
+# ------------------------------------------------------------------------------------------
+# element-wise
+# ------------------------------------------------------------------------------------------
+def _activation_classes():
+    out = []
+    for name in activation_mod.__all__:
+        cls = getattr(activation_mod, name)
+        if isinstance(cls, type) and _MODULES.get(cls, (None,))[0] == "unary":
+            out.append(cls)
+    return out
+
+
+_ACT_ARGS = {nn.Threshold: (0.1, -1.0)}
+
+
+def test_activation_list_is_complete():
+    """Sanity for the parametrization below: the usual activations are element-wise rules."""
+    names = {c.__name__ for c in _activation_classes()}
+    assert {"ReLU", "GELU", "SiLU", "Sigmoid", "Tanh", "Hardswish", "LeakyReLU", "Threshold", "RReLU"} <= names
+
+
+@pytest.mark.parametrize("cls", _activation_classes(), ids=lambda c: c.__name__)
+def test_activation(cls):
+    """conv -> <activation module> -> conv: element-wise, so hidden channels 16 -> 8."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.act = cls(*_ACT_ARGS.get(cls, ()))
+            self.c2 = nn.Conv2d(16, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.c2(self.act(self.c1(x)))
+
+    _run_and_check(M(), X2, expect_widths={"c1.weight": (8, 3, 3, 3), "c2.weight": (8, 8, 3, 3)})
+
+
+def test_prelu_per_channel():
+    """conv -> PReLU(num_parameters=C) -> conv: one slope per channel, pruned with it."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.act = nn.PReLU(16)
+            self.c2 = nn.Conv2d(16, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.c2(self.act(self.c1(x)))
+
+    m = M()
+    with torch.no_grad():
+        m.act.weight.uniform_(-1.0, 1.0)
+    _run_and_check(
+        m, X2,
+        expect_widths={"c1.weight": (8, 3, 3, 3), "act.weight": (8,), "c2.weight": (8, 8, 3, 3)},
+        expect_attrs={"act.num_parameters": 8},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "make", [nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.Identity, lambda: (lambda y: F.dropout(y, 0.3, False))],
+    ids=["Dropout", "Dropout2d", "AlphaDropout", "Identity", "F.dropout"],
+)  # fmt: skip
+def test_dropout_identity(make):
+    """conv -> dropout / identity -> conv: pass-through, hidden channels 16 -> 8."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.drop = make()
+            self.c2 = nn.Conv2d(16, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.c2(self.drop(self.c1(x).relu()))
+
+    _run_and_check(M(), X2, expect_widths={"c1.weight": (8, 3, 3, 3), "c2.weight": (8, 8, 3, 3)})
+
+
+# ------------------------------------------------------------------------------------------
+# pooling and resampling
+# ------------------------------------------------------------------------------------------
+_POOLS = {
+    "MaxPool2d": lambda: nn.MaxPool2d(2),
+    "AvgPool2d": lambda: nn.AvgPool2d(3, stride=2, padding=1),
+    "AdaptiveAvgPool2d": lambda: nn.AdaptiveAvgPool2d(3),
+    "AdaptiveMaxPool2d": lambda: nn.AdaptiveMaxPool2d((2, 3)),
+    "F.max_pool2d": lambda: (lambda y: F.max_pool2d(y, 2, 2)),
+    "F.avg_pool2d": lambda: (lambda y: F.avg_pool2d(y, 2)),
+    "F.adaptive_avg_pool2d": lambda: (lambda y: F.adaptive_avg_pool2d(y, 1)),
+    "MaxPool1d": lambda: nn.MaxPool1d(2),
+}
+
+
+@pytest.mark.parametrize("name", list(_POOLS))
+def test_pooling(name):
+    """conv -> max/avg/adaptive pool -> conv: pooling mixes space only; channels 16 -> 8."""
+    k = 1 if name.endswith("1d") else 2
+    Conv = nn.Conv1d if k == 1 else nn.Conv2d
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = Conv(3, 16, 3, padding=1)
+            self.pool = _POOLS[name]()
+            self.c2 = Conv(16, 8, 1)
+
+        def forward(self, x):
+            return self.c2(self.pool(self.c1(x)))
+
+    x = torch.randn(2, 3, 8) if k == 1 else X2
+    kern = (1,) * k
+    _run_and_check(M(), x, expect_widths={"c1.weight": (8, 3) + (3,) * k, "c2.weight": (8, 8) + kern})
+
+
+_RESAMPLE = {
+    "F.interpolate_nearest": lambda: (lambda y: F.interpolate(y, scale_factor=2, mode="nearest")),
+    "F.interpolate_bilinear_size": lambda: (lambda y: F.interpolate(y, size=(5, 7), mode="bilinear", align_corners=False)),
+    "nn.Upsample": lambda: nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
+    "nn.UpsamplingNearest2d": lambda: nn.UpsamplingNearest2d(scale_factor=2),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(_RESAMPLE))
+def test_interpolate(name):
+    """conv -> F.interpolate / nn.Upsample -> conv: resampling mixes space only; 16 -> 8."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.up = _RESAMPLE[name]()
+            self.c2 = nn.Conv2d(16, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.c2(self.up(self.c1(x)))
+
+    _run_and_check(M(), X2, expect_widths={"c1.weight": (8, 3, 3, 3), "c2.weight": (8, 8, 3, 3)})
+
+
+# ------------------------------------------------------------------------------------------
+# broadcasting binary ops: a squeeze-excitation gate
+# ------------------------------------------------------------------------------------------
+_GATES = {
+    "mul": lambda x, s: x * s,
+    "torch.mul": lambda x, s: torch.mul(x, s),
+    "add": lambda x, s: x + s,
+    "method_add": lambda x, s: x.add(s),
+    "sub": lambda x, s: x - s,
+    "div": lambda x, s: x / (s + 1.0),
+    "where": lambda x, s: torch.where(s > 0.5, x, x * s),
+}
+
+
+@pytest.mark.parametrize("op", list(_GATES))
+def test_squeeze_excitation_broadcast(op):
+    """conv -> x op gate, gate = sigmoid(conv1x1(relu(conv1x1(avgpool(x))))) of shape
+    (N, C, 1, 1): the broadcast ties the gate's channels to x's; 16 -> 8 everywhere and the
+    squeeze width 4 -> 2."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.se1 = nn.Conv2d(16, 4, 1)
+            self.se2 = nn.Conv2d(4, 16, 1)
+            self.head = nn.Conv2d(16, 8, 3, padding=1)
+
+        def forward(self, x):
+            y = self.c1(x).relu()
+            s = torch.sigmoid(self.se2(F.relu(self.se1(self.pool(y)))))
+            return self.head(_GATES[op](y, s))
+
+    _run_and_check(
+        M(), X2,
+        expect_widths={"c1.weight": (8, 3, 3, 3), "se1.weight": (2, 8, 1, 1), "se1.bias": (2,),
+                       "se2.weight": (8, 2, 1, 1), "se2.bias": (8,), "head.weight": (8, 8, 3, 3)},
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------
+# cat, stack, split, chunk, unbind, narrow, slicing
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dim", [1, -3, -1])
+def test_cat(dim):
+    """Two conv branches concatenated on the channel dim (1 or -3): each branch 8 -> 4 and the
+    consumer's input is [4 | 4]; on the width dim (-1) the branches' channels are one class."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.b = nn.Conv2d(3, 8, 1)
+            cin = 16 if dim in (1, -3) else 8
+            self.head = nn.Conv2d(cin, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.head(torch.cat([self.a(x).relu(), torch.tanh(self.b(x))], dim=dim))
+
+    cin = 8 if dim in (1, -3) else 4
+    _run_and_check(
+        M(), X2, expect_widths={"a.weight": (4, 3, 3, 3), "b.weight": (4, 3, 1, 1), "head.weight": (4, cin, 3, 3)}
+    )
+
+
+@pytest.mark.parametrize("dim", [1, -1])
+def test_stack(dim):
+    """Two conv branches stacked: the new dim is pinned and both branches' channels are one
+    class (8 -> 4). dim=1 is flattened back into channels (2 x 4 = 8 consumer inputs);
+    dim=-1 is averaged away."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.b = nn.Conv2d(3, 8, 1)
+            self.head = nn.Conv2d(16 if dim == 1 else 8, 4, 1)
+
+        def forward(self, x):
+            s = torch.stack([self.a(x), self.b(x).relu()], dim=dim)
+            s = s.flatten(1, 2) if dim == 1 else s.mean(-1)
+            return self.head(s)
+
+    _run_and_check(
+        M(), X2,
+        expect_widths={"a.weight": (4, 3, 3, 3), "b.weight": (4, 3, 1, 1), "head.weight": (4, 8 if dim == 1 else 4, 1, 1)},
+    )  # fmt: skip
+
+
+def test_split_unequal_sizes():
+    """conv(16) -> torch.split([6, 10], dim=1) -> two convs -> cat: each piece is its own
+    class, pruned separately (6 -> 3, 10 -> 5); the split sizes are re-derived."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.a = nn.Conv2d(6, 4, 1)
+            self.b = nn.Conv2d(10, 4, 1)
+
+        def forward(self, x):
+            p, q = torch.split(self.c1(x).relu(), [6, 10], dim=1)
+            return torch.cat([self.a(p), self.b(q)], 1)
+
+    _run_and_check(
+        M(), X2, expect_widths={"c1.weight": (8, 3, 3, 3), "a.weight": (4, 3, 1, 1), "b.weight": (4, 5, 1, 1)}
+    )
+
+
+def test_chunk_pieces_pruned_unequally():
+    """conv(16) -> chunk(2, dim=1): the first piece feeds a conv (8 -> 4), the second goes to
+    the graph output (pinned, stays 8); the equal chunks become a split of [4, 8]."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.a = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            p, q = self.c1(x).chunk(2, dim=1)
+            return self.a(p.relu()), q
+
+    out, _, _ = _run_and_check(M(), X2, expect_widths={"c1.weight": (12, 3, 3, 3), "a.weight": (4, 4, 1, 1)})
+    assert "chunk" not in out.code  # became a split with unequal sizes
+
+
+def test_unbind():
+    """conv(16) -> view (N, 2, 8, H, W) -> unbind(1) -> a + b -> conv: the 8-channel factor is
+    one class shared by both halves (8 -> 4), the conv before keeps 2 x 4 = 8."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.c2 = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            y = self.c1(x)
+            a, b = y.view(y.shape[0], 2, -1, y.shape[2], y.shape[3]).unbind(1)
+            return self.c2(a.relu() + b)
+
+    _run_and_check(M(), X2, expect_widths={"c1.weight": (8, 3, 3, 3), "c2.weight": (4, 4, 1, 1)})
+
+
+@pytest.mark.parametrize("start", [4, -12])
+def test_narrow(start):
+    """conv(16) -> narrow(1, start, 8) -> conv: the dim is [4 | 8 | 4], each part halved, so
+    the conv keeps 8 and the consumer 4; narrow's start/length are re-derived."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.c2 = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            return self.c2(self.c1(x).relu().narrow(1, start, 8))
+
+    _run_and_check(M(), X2, expect_widths={"c1.weight": (8, 3, 3, 3), "c2.weight": (4, 4, 1, 1)})
+
+
+_NCHW_INDEX = {
+    "[:, 4:12]": (slice(None), slice(4, 12)),
+    "[:, 4:12, :, :]": (slice(None), slice(4, 12), slice(None), slice(None)),
+    "[..., 4:12, :, :]": (Ellipsis, slice(4, 12), slice(None), slice(None)),
+    "[:, -12:-4]": (slice(None), slice(-12, -4)),
+    "[:, :8]": (slice(None), slice(None, 8)),
+}
+_NTF_INDEX = {
+    "[..., 4:12]": (Ellipsis, slice(4, 12)),
+    "[:, :, 4:12]": (slice(None), slice(None), slice(4, 12)),
+    "[..., -12:-4]": (Ellipsis, slice(-12, -4)),
+    "[..., :8]": (Ellipsis, slice(None, 8)),
+    "[:, :, -8:]": (slice(None), slice(None), slice(-8, None)),
+    "[:, 1:4, 4:12]": (slice(None), slice(1, 4), slice(4, 12)),
+}
+
+
+@pytest.mark.parametrize("key", list(_NCHW_INDEX) + list(_NTF_INDEX))
+def test_getitem_slice(key):
+    """Basic slicing of 8 of 16 channels, on the channel dim of NCHW (dim 1) or the last dim of
+    (N, T, F) linear features, with positive, negative, open and Ellipsis forms: the sliced
+    dim is [before | kept | after], each part halved, the slice re-derived."""
+    nchw = key in _NCHW_INDEX
+    index = _NCHW_INDEX[key] if nchw else _NTF_INDEX[key]
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1 = nn.Conv2d(3, 16, 3, padding=1) if nchw else nn.Linear(6, 16)
+            self.l2 = nn.Conv2d(8, 4, 1) if nchw else nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.l2(self.l1(x).relu()[index])
+
+    if nchw:
+        x, widths = X2, {"l1.weight": (8, 3, 3, 3), "l2.weight": (4, 4, 1, 1)}
+    else:
+        x, widths = torch.randn(2, 5, 6), {"l1.weight": (8, 6), "l2.weight": (4, 4)}
+    _run_and_check(M(), x, expect_widths=widths)
+
+
+# ------------------------------------------------------------------------------------------
+# reshapes and layout
+# ------------------------------------------------------------------------------------------
+_FLATTENS = {
+    "torch.flatten": lambda y: torch.flatten(y, 1),
+    "view(size(0), -1)": lambda y: y.view(y.size(0), -1),
+    "reshape(n, c*h*w)": lambda y: y.reshape(y.shape[0], y.shape[1] * y.shape[2] * y.shape[3]),
+    "nn.Flatten": nn.Flatten(),
+}
+
+
+@pytest.mark.parametrize("name", list(_FLATTENS))
+def test_flatten_into_linear(name):
+    """conv (16 x 4 x 4) -> flatten -> Linear(256, 10): each channel keeps its 16 columns, so
+    fc.weight becomes (10, 8 * 16)."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.flat = _FLATTENS[name]
+            self.fc = nn.Linear(16 * 4 * 4, 10)
+
+        def forward(self, x):
+            return self.fc(self.flat(self.c1(x).relu()))
+
+    model = M()
+    out, _, _ = _run_and_check(
+        model, torch.randn(2, 3, 4, 4), expect_widths={"c1.weight": (8, 3, 3, 3), "fc.weight": (10, 8 * 16)},
+        expect_attrs={"fc.in_features": 128},
+    )  # fmt: skip
+    # the columns kept are the kept channels' whole blocks of H*W, in order
+    orig = model.c1.weight.detach().flatten(1)
+    kept = [int((orig == row).all(1).nonzero()) for row in out.c1.weight.detach().flatten(1)]
+    cols = torch.cat([torch.arange(16 * c, 16 * c + 16) for c in kept])
+    assert torch.equal(out.fc.weight.detach(), model.fc.weight.detach()[:, cols])
+
+
+def test_view_reshape_permute_transpose_chain():
+    """conv -> permute NHWC -> contiguous -> reshape (N, HW, C) -> Linear(C, C) -> transpose
+    -> unsqueeze/squeeze -> contiguous().view(N, C, H, W) -> conv: both channel classes
+    (conv out / linear in, linear out / conv in) halve; the size arguments are re-derived."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.fc = nn.Linear(16, 16)
+            self.c2 = nn.Conv2d(16, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.c1(x)
+            n, c, h, w = y.shape
+            y = y.permute(0, 2, 3, 1).contiguous().reshape(n, h * w, c)
+            y = self.fc(y.relu())
+            y = y.transpose(1, 2).unsqueeze(2).squeeze(2)
+            y = torch.unsqueeze(y, -1).squeeze(-1)
+            y = y.contiguous().view(n, -1, h, w)
+            return self.c2(y)
+
+    _run_and_check(
+        M(), X2, expect_widths={"c1.weight": (8, 3, 3, 3), "fc.weight": (8, 8), "fc.bias": (8,), "c2.weight": (4, 8, 3, 3)}
+    )
+
+
+_SPATIAL_REDUCE = {
+    "mean": lambda y: y.mean((2, 3)),
+    "torch.sum": lambda y: torch.sum(y, dim=(2, 3)),
+    "amax": lambda y: y.amax(dim=(-2, -1)),
+    "mean_keepdim_flatten": lambda y: y.mean((2, 3), keepdim=True).flatten(1),
+}
+
+
+@pytest.mark.parametrize("name", list(_SPATIAL_REDUCE))
+def test_reduce_spatial(name):
+    """conv -> mean/sum/amax over H, W -> Linear: the channel passes through: 16 -> 8."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.red = _SPATIAL_REDUCE[name]
+            self.fc = nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.fc(self.red(self.c1(x).relu()))
+
+    _run_and_check(M(), X2, expect_widths={"c1.weight": (8, 3, 3, 3), "fc.weight": (4, 8)})
+
+
+_CHANNEL_REDUCE = {
+    "mean": lambda y: y.mean(1, keepdim=True),
+    "torch.sum": lambda y: torch.sum(y, dim=1, keepdim=True),
+    "amax": lambda y: y.amax(dim=-3, keepdim=True),
+}
+
+
+@pytest.mark.parametrize("name", list(_CHANNEL_REDUCE))
+def test_reduce_channel_pins(name):
+    """conv -> relu -> mean/sum/amax over the channel dim -> conv: the reduced channel class is
+    pinned ("reduced over") and nothing is pruned there; an earlier conv still prunes."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c0 = nn.Conv2d(3, 16, 3, padding=1)
+            self.c1 = nn.Conv2d(16, 16, 3, padding=1)
+            self.red = _CHANNEL_REDUCE[name]
+            self.c2 = nn.Conv2d(1, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.c2(self.red(self.c1(self.c0(x).relu()).sigmoid()))
+
+    _, report, _ = _run_and_check(
+        M(), X2, expect_widths={"c0.weight": (8, 3, 3, 3), "c1.weight": (16, 8, 3, 3), "c1.bias": (16,)}
+    )
+    c = _class_of(report, "c1.weight", 0)
+    assert c.pinned is not None and "reduced over" in c.pinned and c.id not in report.plan.keep
+
+
+@pytest.mark.parametrize("spelling", ["F", "module"])
+def test_pixel_shuffle(spelling):
+    """conv(16) -> pixel_shuffle(2) -> conv(4 in): channel = (c, r1, r2); c halves (4 -> 2),
+    the sub-pixel factors stay, so the first conv keeps 2 x 4 = 8 channels."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.ps = nn.PixelShuffle(2) if spelling == "module" else (lambda y: F.pixel_shuffle(y, 2))
+            self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.c2(self.ps(self.c1(x)).relu())
+
+    _run_and_check(M(), X2, expect_widths={"c1.weight": (8, 3, 3, 3), "c2.weight": (4, 2, 3, 3)})
+
+
+@pytest.mark.parametrize("spelling", ["F", "module"])
+def test_pixel_unshuffle(spelling):
+    """conv(4) -> pixel_unshuffle(2) -> conv(16 in): channel out = (c, r1, r2); c halves
+    (4 -> 2), so the consumer keeps 2 x 4 = 8 inputs."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 4, 3, padding=1)
+            self.pu = nn.PixelUnshuffle(2) if spelling == "module" else (lambda y: F.pixel_unshuffle(y, 2))
+            self.c2 = nn.Conv2d(16, 4, 1)
+
+        def forward(self, x):
+            return self.c2(self.pu(self.c1(x).relu()))
+
+    _run_and_check(M(), X2, expect_widths={"c1.weight": (2, 3, 3, 3), "c2.weight": (4, 8, 1, 1)})
+
+
+def test_channel_shuffle():
+    """conv(16) -> view(b, 4, 4, h, w).transpose(1, 2).reshape(b, 16, h, w) -> conv: channels
+    are (group, c) before and (c, group) after; both factors halve: 16 -> 4 on both sides."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.c2 = nn.Conv2d(16, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.c1(x).relu()
+            b, c, h, w = y.size()
+            g = 4
+            y = y.view(b, g, c // g, h, w).transpose(1, 2).reshape(b, c, h, w)
+            return self.c2(y)
+
+    _run_and_check(M(), X2, expect_widths={"c1.weight": (4, 3, 3, 3), "c2.weight": (4, 4, 3, 3)})
+
+
+# ------------------------------------------------------------------------------------------
+# parameters used directly in forward (get_attr)
+# ------------------------------------------------------------------------------------------
+_CONTRACT = {
+    "@": lambda y, w: y @ w,
+    "torch.matmul": lambda y, w: torch.matmul(y, w),
+    "einsum": lambda y, w: torch.einsum("nc,cd->nd", y, w),
+}
+
+
+@pytest.mark.parametrize("op", list(_CONTRACT))
+def test_contract_with_parameter(op):
+    """linear(16) -> relu -> y @ self.w (16 x 8 parameter) -> linear: contracting with a
+    parameter is exact, so both the contracted dim (16 -> 8) and w's output dim (8 -> 4) prune."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(6, 16)
+            self.w = nn.Parameter(torch.randn(16, 8))
+            self.fc2 = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc2(_CONTRACT[op](F.relu(self.fc1(x)), self.w))
+
+    _, report, _ = _run_and_check(
+        M(), torch.randn(3, 6), expect_widths={"fc1.weight": (8, 6), "w": (8, 4), "fc2.weight": (4, 4)}
+    )
+    assert report.plan.group(_class_of(report, "w", 0).id).exact
+
+
+def test_einsum_conv_features_with_parameter():
+    """conv -> einsum("nchw,cd->ndhw", y, self.w) -> conv: a 1x1 'conv' spelled as einsum with
+    a parameter: exact, both sides halve."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.w = nn.Parameter(torch.randn(16, 8))
+            self.c2 = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            return self.c2(torch.einsum("nchw,cd->ndhw", self.c1(x).relu(), self.w))
+
+    _run_and_check(M(), X2, expect_widths={"c1.weight": (8, 3, 3, 3), "w": (8, 4), "c2.weight": (4, 4, 1, 1)})
+
+
+def test_parameter_channel_scale():
+    """conv -> x * self.scale.view(1, -1, 1, 1) -> conv: the per-channel scale parameter is
+    sliced with the channel (16 -> 8)."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.scale = nn.Parameter(torch.rand(16) + 0.5)
+            self.c2 = nn.Conv2d(16, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.c2(self.c1(x).relu() * self.scale.view(1, -1, 1, 1))
+
+    _run_and_check(M(), X2, expect_widths={"c1.weight": (8, 3, 3, 3), "scale": (8,), "c2.weight": (4, 8, 3, 3)})
+
+
+# ------------------------------------------------------------------------------------------
+# ops without a rule, graph inputs and outputs
+# ------------------------------------------------------------------------------------------
+_UNKNOWN = {
+    "torch.roll": (lambda y: torch.roll(y, 1, dims=1), "roll"),
+    "torch.sort": (lambda y: torch.sort(y, dim=1)[0], "sort"),
+}
+
+
+@pytest.mark.parametrize("name", list(_UNKNOWN))
+def test_unknown_op_pins(name):
+    """conv0 -> conv1 -> <op with no rule along channels> -> conv2: conv1's output class and
+    conv2's input are pinned and the op is listed as unsupported by node name; conv0's
+    hidden channels, away from the op, still prune."""
+    fn, node = _UNKNOWN[name]
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c0 = nn.Conv2d(3, 16, 3, padding=1)
+            self.c1 = nn.Conv2d(16, 16, 3, padding=1)
+            self.c2 = nn.Conv2d(16, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.c2(fn(self.c1(self.c0(x).relu())))
+
+    _, report, _ = _run_and_check(
+        M(), X2, expect_widths={"c0.weight": (8, 3, 3, 3), "c1.weight": (16, 8, 3, 3), "c2.weight": (4, 16, 3, 3)}
+    )
+    unsupported = {u.node: u for u in report.analysis.unsupported}
+    assert node in unsupported and unsupported[node].op == name
+    c = _class_of(report, "c1.weight", 0)
+    assert c.pinned is not None and name in c.pinned and node in c.pinned
+    assert _class_of(report, "c2.weight", 1).id == c.id
+
+
+def test_graph_input_and_output_pinned():
+    """linear(8 -> 16) -> relu -> linear(16 -> 4): only the hidden width prunes; the first
+    layer's in_features (graph input) and the last layer's out_features (graph output) stay."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(8, 16)
+            self.fc2 = nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.fc2(self.fc1(x).relu())
+
+    out, report, _ = _run_and_check(
+        M(), torch.randn(3, 8),
+        expect_widths={"fc1.weight": (8, 8), "fc2.weight": (4, 8), "fc2.bias": (4,)},
+        expect_attrs={"fc1.in_features": 8, "fc2.out_features": 4},
+    )  # fmt: skip
+    assert "graph input" in _class_of(report, "fc1.weight", 1).pinned
+    assert "graph output" in _class_of(report, "fc2.weight", 0).pinned
+    assert "graph output" in _class_of(report, "fc2.bias", 0).pinned

@@ -1,0 +1,54 @@
+"""torchvision CNN families: exact pruning at ratio 0.5 is proved masked-equals-pruned.
+
+A fast subset runs by default; the whole list runs with ``pytest -m zoo``.
+"""
+
+import pytest
+import torch
+import torchvision
+
+import fxprune
+from conftest import randomize_
+
+_FAMILIES = (
+    "alexnet", "vgg", "resnet", "resnext", "wide_resnet", "densenet", "googlenet", "inception_v3",
+    "mobilenet_v2", "mobilenet_v3", "mnasnet", "shufflenet_v2", "squeezenet", "efficientnet",
+    "regnet_x", "regnet_y", "convnext",
+)  # fmt: skip
+ALL = sorted(
+    n
+    for n in torchvision.models.list_models(module=torchvision.models)
+    if n.startswith(_FAMILIES) and (not n.startswith("vgg") or n.endswith("_bn"))
+)
+FAST = ["resnet18", "mobilenet_v3_small", "shufflenet_v2_x0_5", "densenet121", "efficientnet_b0",
+        "regnet_x_400mf", "squeezenet1_1", "googlenet", "mnasnet0_5", "convnext_tiny"]  # fmt: skip
+
+
+def _run_and_check(name: str) -> None:
+    torch.manual_seed(0)
+    model = randomize_(torchvision.models.get_model(name, weights=None).eval())
+    x = torch.randn(1, 3, 299 if name == "inception_v3" else 64, 299 if name == "inception_v3" else 64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pruned = fxprune.compile(model, 0.5, example_inputs=x, exact=True)
+    report = pruned.meta["fxprune.report"]
+    result = fxprune.verify(model, pruned, x)
+    assert result.passed, f"{name}: {result}"
+    assert report.params_after <= 0.6 * report.params_before, (name, report.params_before, report.params_after)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert set(pruned.state_dict()) <= set(model.state_dict())
+    pruned.graph.lint()
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_fast_subset(name: str) -> None:
+    """Representative families: residual, dense concat, depthwise + SE, channel shuffle, fire
+    modules, inception branches, inverted residuals, layer-norm blocks."""
+    _run_and_check(name)
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("name", ALL)
+def test_zoo(name: str) -> None:
+    """Every torchvision CNN in the families of the core issue (vgg with batch norm)."""
+    _run_and_check(name)
