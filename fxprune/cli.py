@@ -48,7 +48,7 @@ def _prune(args: argparse.Namespace) -> int:
     print(f"pruning ratio {args.ratio}{' (exact groups only)' if args.exact else ''} ...", flush=True)
     pruned = fxprune.compile(model, args.ratio, example_inputs=x, exact=args.exact, round_to=args.round_to)
     report = pruned.meta["fxprune.report"]
-    print("verifying (masked original vs pruned, float64) ...", flush=True)
+    print("verifying (masked original vs pruned) ...", flush=True)
     result = fxprune.verify(model, pruned, x)
     lat0, lat1 = latency_ms(model, (x,)), latency_ms(pruned, (x,))
     p0, p1 = count_params(model), count_params(pruned)

@@ -38,10 +38,14 @@ def magnitude(gm: fx.GraphModule, p: int = 2, *, normalize: str = "mean") -> dic
         t = params.get(fqn)
         if t is None:
             continue  # buffers carry layouts too, but do not vote
-        w = t.detach().abs().double().pow(p)
-        for d, lay in enumerate(layouts):
-            per_index = w.sum(dim=[i for i in range(w.dim()) if i != d]) if w.dim() > 1 else w
-            for c, m in coords(lay):
+        dims = [d for d, lay in enumerate(layouts) if any(c in acc for c in lay.classes())]
+        if not dims:
+            continue
+        w = t.detach().abs().pow(p) if p != 1 else t.detach().abs()
+        for d in dims:
+            other = [i for i in range(w.dim()) if i != d]
+            per_index = (w.sum(dim=other, dtype=torch.float64) if other else w.double())
+            for c, m in coords(layouts[d]):
                 if c not in acc:
                     continue
                 ok = m >= 0

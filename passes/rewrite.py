@@ -234,17 +234,15 @@ def _slice_tensors(rw: Rewriter, root: nn.Module) -> None:
             continue
         if id(t) not in done:
             new = t.detach()
+            sliced = False
             for d, lay in enumerate(layouts):
                 idx = rw.kept(lay)
                 if idx is not None:
-                    new = new.index_select(d, idx)
-            if new is not t.detach():
-                new = new.clone().contiguous()
-                if isinstance(t, nn.Parameter):
-                    new = nn.Parameter(new, requires_grad=t.requires_grad)
-                done[id(t)] = new
-            else:
-                done[id(t)] = t
+                    new = new.index_select(d, idx)  # a copy: the input module keeps its tensors
+                    sliced = True
+            if sliced and isinstance(t, nn.Parameter):
+                new = nn.Parameter(new, requires_grad=t.requires_grad)
+            done[id(t)] = new if sliced else t
         new = done[id(t)]
         if new is t:
             continue

@@ -31,7 +31,9 @@ def _run_and_check(module, x, ratio=0.5, exact=True, expect_widths=None, expect_
         reproduces the eager output; (d) the pruned graph lints, state_dict keys are kept, and
         the original module's state_dict is untouched; (e) pruned parameter/buffer shapes
         (``expect_widths``: state_dict name -> shape) and module attributes
-        (``expect_attrs``: "sub.attr" -> value) are exactly as given.
+        (``expect_attrs``: "sub.attr" -> value) are exactly as given; either may be a
+        function of the report, for dims that are products of several groups, whose kept
+        counts are the planner's choice.
 
     Returns (pruned module, report, verify result)."""
     x = x if isinstance(x, tuple) else (x,)
@@ -75,12 +77,29 @@ def _run_and_check(module, x, ratio=0.5, exact=True, expect_widths=None, expect_
         assert torch.equal(after[k], v), f"original {k} was modified"
 
     sd = out.state_dict()
+    expect_widths = expect_widths(report) if callable(expect_widths) else expect_widths
+    expect_attrs = expect_attrs(report) if callable(expect_attrs) else expect_attrs
     for name, shape in (expect_widths or {}).items():
         assert tuple(sd[name].shape) == tuple(shape), f"{name}: {tuple(sd[name].shape)} != {shape}\n{report.details()}"
     for name, value in (expect_attrs or {}).items():
         owner, _, attr = name.rpartition(".")
         assert getattr(out.get_submodule(owner), attr) == value, f"{name} = {getattr(out.get_submodule(owner), attr)}"
     return out, report, res
+
+
+def _kept(report, layout):
+    """Kept count of a leaf layout's class under the report's plan (asserting it was pruned)."""
+    assert layout.kind == "leaf", layout
+    n = len(report.plan.keep.get(layout.cls, range(layout.size)))
+    assert n < layout.size, f"class c{layout.cls} of size {layout.size} was not pruned"
+    return n
+
+
+def _factors(report, fqn, dim):
+    """The leaf layouts of a parameter dim that is a row-major product of classes."""
+    lay = report.analysis.param_layouts[fqn][dim]
+    assert lay.kind == "prod", lay
+    return lay.parts
 
 
 def _class_of(report, fqn, dim):
@@ -92,6 +111,15 @@ def _class_of(report, fqn, dim):
 
 
 X2 = torch.randn(2, 3, 8, 8)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threads only add overhead (tens of ms per conv on a busy box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(autouse=True)
@@ -126,8 +154,9 @@ def test_conv_nd(k):
 
 
 def test_grouped_conv():
-    """conv -> conv(groups=4) -> conv: channels are (group, channel-in-group); both factors
-    halve, so 16 channels become 2 groups of 2 and the weight is (4, 2, 3, 3)."""
+    """conv -> conv(groups=4) -> conv: channels are (group, channel-in-group), in and out
+    sharing the group factor; every factor is pruned, so 16 in-channels become kG groups of
+    kI and 16 out-channels kG groups of kO, weight (kG*kO, kI, 3, 3), groups=kG."""
 
     class M(nn.Module):
         def __init__(self):
@@ -139,11 +168,20 @@ def test_grouped_conv():
         def forward(self, x):
             return self.c3(self.g(torch.relu(self.c1(x))).relu())
 
-    _run_and_check(
-        M(), X2,
-        expect_widths={"c1.weight": (4, 3, 3, 3), "g.weight": (4, 2, 3, 3), "g.bias": (4,), "c3.weight": (8, 4, 3, 3)},
-        expect_attrs={"g.groups": 2, "g.in_channels": 4, "g.out_channels": 4},
-    )  # fmt: skip
+    def widths(r):
+        grp, per_in = _factors(r, "c1.weight", 0)
+        grp2, per_out = _factors(r, "g.weight", 0)
+        assert grp == grp2 and r.analysis.param_layouts["g.weight"][1] == per_in
+        kg, ki, ko = _kept(r, grp), _kept(r, per_in), _kept(r, per_out)
+        return {"c1.weight": (kg * ki, 3, 3, 3), "g.weight": (kg * ko, ki, 3, 3), "g.bias": (kg * ko,),
+                "c3.weight": (8, kg * ko, 3, 3)}  # fmt: skip
+
+    def attrs(r):
+        w = widths(r)
+        kg = _kept(r, _factors(r, "c1.weight", 0)[0])
+        return {"g.groups": kg, "g.in_channels": w["c1.weight"][0], "g.out_channels": w["g.bias"][0]}
+
+    _run_and_check(M(), X2, expect_widths=widths, expect_attrs=attrs)
 
 
 def test_depthwise_conv():
