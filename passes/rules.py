@@ -976,6 +976,13 @@ def _meta(ctx: Ctx, input: Any, *args: Any) -> Any:
     return None
 
 
+@register_rule("assert", torch._assert)
+def _assert(ctx: Ctx, condition: Any, message: Any = None) -> Any:
+    """A check with no result. A condition computed from pruned sizes is frozen to its
+    original value on rewrite, like every scalar that is not a shape."""
+    return None
+
+
 _CREATE = [torch.zeros, torch.ones, torch.empty, torch.rand, torch.randn, torch.full]
 
 
