@@ -107,14 +107,15 @@ class Plan:
                 raise PlanError(f"fxprune.rewrite: plan prunes group {g.id}, which this model pins: {c.pinned}")
 
 
-def _factors(analysis: Analysis) -> dict[int, int]:
+def _factors(analysis: Analysis, exact: bool) -> dict[int, int]:
     """For each prunable class, the most prunable classes it shares one product dim with.
 
     A grouped conv's channels are (group, channel-in-group); pruning both factors by r
     would remove 1 - (1 - r)^2 of the channels. Spreading r over the k factors of a dim
     (each loses 1 - (1 - r)^(1/k)) makes the dim as a whole lose about r.
     """
-    prunable = {c.id for c in analysis.prunable()}
+    # only classes this plan will actually prune count as factors
+    prunable = {c.id for c in analysis.prunable() if c.size > 1 and (c.approx is None or not exact)}
     k: dict[int, int] = {}
 
     def visit(lay: Layout) -> None:
@@ -136,7 +137,8 @@ def _factors(analysis: Analysis) -> dict[int, int]:
 
 
 def _keep_count(size: int, ratio: float, round_to: int) -> int:
-    keep = size - math.floor(size * ratio + 1e-9)
+    # nearest, ties towards keeping: a factor's share of the ratio may be well under one index
+    keep = size - math.ceil(size * ratio - 0.5 - 1e-9)
     if round_to > 1:
         keep = min(size, math.ceil(keep / round_to) * round_to)
     return max(1, keep)
@@ -170,7 +172,7 @@ def make_plan(
 
         scores = magnitude(gm, 2)
     groups, keep = [], {}
-    factors = _factors(analysis)
+    factors = _factors(analysis, exact)
     for c in analysis.prunable():
         g = Group(c.id, c.size, c.params, c.approx is None, c.approx)
         groups.append(g)

@@ -432,42 +432,65 @@ def _rw_split(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.
     return torch.split, (b["input"], sizes, d), {}
 
 
+def _example(a: Any) -> Any:
+    """An old-graph argument with every node replaced by its value on the example inputs
+    (sizes and offsets computed at run time, e.g. ``y.shape[1] // 2``)."""
+    return map_aggregate(a, lambda n: n.meta[SPEC] if isinstance(n, fx.Node) else n)
+
+
+def _frozen(old: Any, new: Any, taint: set) -> Any:
+    """``new`` (an argument mapped into the new graph), or its example value where it depends
+    on a pruned size."""
+    hit: list[bool] = []
+    map_aggregate(new, lambda n: hit.append(isinstance(n, fx.Node) and n in taint) or n)
+    return _example(old) if any(hit) else new
+
+
 @register_rewrite("narrow")
 def _rw_narrow(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
-    b = _bind(node, "narrow", args, kwargs)
+    b = _bind(node, "narrow", node.args, node.kwargs)  # old graph: offsets may be nodes
     x = node.args[0]
     n = rw.old_shape(x)
-    d = b["dim"] if b["dim"] >= 0 else len(n) + b["dim"]
+    dim, start, length = _example(b["dim"]), _example(b["start"]), _example(b["length"])
+    d = dim if dim >= 0 else len(n) + dim
     kept = rw.kept_in_dim(x, d)
     if kept is None:
         return None
-    start = b["start"] + n[d] if b["start"] < 0 else b["start"]
+    start = start + n[d] if start < 0 else start
     new_start = int((kept < start).sum())
-    new_stop = int((kept < start + b["length"]).sum())
-    return torch.narrow, (b["input"], d, new_start, new_stop - new_start), {}
+    new_stop = int((kept < start + length).sum())
+    return torch.narrow, (_bind(node, "narrow", args, kwargs)["input"], d, new_start, new_stop - new_start), {}
 
 
 @register_rewrite("getitem")
 def _rw_getitem(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
     x = node.args[0]
-    if not isinstance(x, fx.Node) or rw.dims(x) is None:
-        return None
-    idx = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+    if not isinstance(x, fx.Node) or rw.dims(x) is None or not any(rw.changed(x)):
+        return None  # nothing to re-derive: the (taint-frozen) arguments stand
+    # index elements may be nodes (x[:, : x.shape[1] // 2]): positions are computed from
+    # their example values; dims that keep every index keep the run-time element
+    old, new = node.args[1], args[1]
+    if isinstance(old, fx.Node):
+        old = new = _example(old)
+    packed = isinstance(old, tuple)
+    olds, news = (old, new) if packed else ((old,), (new,))
+    idx = tuple(zip(olds, news))
     ndim = len(rw.old_shape(x))
-    n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
-    if Ellipsis in idx:
-        e = idx.index(Ellipsis)
-        idx = idx[:e] + (slice(None),) * (ndim - n_real) + idx[e + 1:]
+    n_real = sum(1 for i, _ in idx if i is not None and i is not Ellipsis)
+    if any(i is Ellipsis for i, _ in idx):
+        e = [i for i, _ in idx].index(Ellipsis)
+        idx = idx[:e] + ((slice(None), slice(None)),) * (ndim - n_real) + idx[e + 1:]
     out = []
     d = 0
-    for i in idx:
-        if i is None:
-            out.append(i)
+    for i_old, i_new in idx:
+        if i_old is None:
+            out.append(None)
             continue
         kept = rw.kept_in_dim(x, d)
         n = rw.old_shape(x)[d]
+        i = _example(i_old)
         if kept is None:
-            out.append(i)
+            out.append(_frozen(i_old, i_new, taint))
         elif isinstance(i, int):
             k = i + n if i < 0 else i
             out.append(int((kept < k).sum()))
@@ -475,7 +498,7 @@ def _rw_getitem(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: f
             start, stop, step = i.indices(n)
             out.append(slice(int((kept < start).sum()), int((kept < max(stop, start)).sum()), None))
         d += 1
-    new_idx = tuple(out) if isinstance(node.args[1], tuple) else out[0]
+    new_idx = tuple(out) if packed else out[0]
     return None, (args[0], new_idx), kwargs
 
 
@@ -502,7 +525,8 @@ def _rw_group_norm(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph
 
 @register_rewrite("layer_norm")
 def _rw_layer_norm(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
-    shape = kwargs.get("normalized_shape", args[1] if len(args) > 1 else None)
+    # the old graph's argument: normalized_shape may be a node (F.layer_norm(y, y.shape[-1:]))
+    shape = _example(node.kwargs.get("normalized_shape", node.args[1] if len(node.args) > 1 else None))
     k = 1 if isinstance(shape, int) else len(shape)
     new = rw.new_shape(node.args[0])
     return None, *_replace(args, kwargs, 1, "normalized_shape", tuple(new[len(new) - k:]))
