@@ -228,6 +228,14 @@ def _slice_tensors(rw: Rewriter, root: nn.Module) -> None:
     """Slice every parameter and buffer along its layout; tied tensors stay one object."""
     done: dict[int, torch.Tensor] = {}
     named = list(root.named_parameters(remove_duplicate=False)) + list(root.named_buffers(remove_duplicate=False))
+    # plain tensor attributes read by get_attr (fx's _tensor_constant<N>) carry layouts too
+    registered = {fqn for fqn, _ in named}
+    for fqn in rw.analysis.param_layouts:
+        if fqn not in registered:
+            owner_name, _, attr = fqn.rpartition(".")
+            t = getattr(root.get_submodule(owner_name) if owner_name else root, attr, None)
+            if isinstance(t, torch.Tensor):
+                named.append((fqn, t))
     for fqn, t in named:
         layouts = rw.analysis.param_layouts.get(fqn)
         if layouts is None:

@@ -1497,3 +1497,23 @@ def test_graph_input_and_output_pinned():
     assert "graph input" in _class_of(report, "fc1.weight", 1).pinned
     assert "graph output" in _class_of(report, "fc2.weight", 0).pinned
     assert "graph output" in _class_of(report, "fc2.bias", 0).pinned
+
+
+class _PlainTensorScale(nn.Module):
+    """A plain (unregistered) tensor attribute used as a per-channel scale reaches the graph
+    as get_attr of a constant: it is sliced with the channels it scales."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 1)
+        self.b = nn.Conv2d(8, 4, 1)
+        self.scale = torch.linspace(0.5, 1.5, 8).view(1, 8, 1, 1)
+
+    def forward(self, x):
+        return self.b(self.a(x) * self.scale)
+
+
+def test_plain_tensor_attribute_is_sliced():
+    """A get_attr constant (not a parameter or buffer) follows the channels it scales."""
+    out, _, _ = _run_and_check(_PlainTensorScale(), torch.randn(2, 3, 5, 5), expect_widths={"a.weight": (4, 3, 1, 1)})
+    assert out.scale.shape == (1, 4, 1, 1)
