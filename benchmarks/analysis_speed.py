@@ -61,6 +61,13 @@ def _cpu_name() -> str:
     return name or platform.machine()
 
 
+def _load() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unavailable"
+
+
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     t = time.perf_counter()
     out = fn()
@@ -94,6 +101,8 @@ def run_fxprune(model: nn.Module, x: torch.Tensor, repeat: int) -> dict[str, Any
         times["plan"].append(dt)
         dt, small = _timed(lambda: fxprune.rewrite(gm, plan))
         times["rewrite"].append(dt)
+    with torch.no_grad():
+        small(x)  # the pruned model must still run (not timed)
     med = {k: statistics.median(v) for k, v in times.items()}
     med["params_after"] = _params(small)
     return med
@@ -155,11 +164,15 @@ def main(argv: list[str] | None = None) -> int:
         tp, tp_version = None, None
 
     print(f"date: {datetime.datetime.now().isoformat(timespec='seconds')}")
-    print(f"python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
-          f"fxprune {fxprune.__version__}, torch-pruning {tp_version or 'not installed'}")
+    print(f"python {platform.python_version()}, torch {torch.__version__}, "
+          f"torchvision {torchvision.__version__}, fxprune {fxprune.__version__}, "
+          f"torch-pruning {tp_version or 'not installed'}")
     print(f"machine: {_cpu_name()} ({platform.machine()}), os.cpu_count()={os.cpu_count()}, "
-          f"torch threads={torch.get_num_threads()}, cuda available={torch.cuda.is_available()} (unused, CPU run)")
-    print(f"input 1x3x{args.size}x{args.size}, pruning ratio {RATIO}, median of {args.repeat} run(s), seconds")
+          f"torch threads={torch.get_num_threads()}, "
+          f"cuda available={torch.cuda.is_available()} (unused, CPU run)")
+    print(f"load average at start (1/5/15 min): {_load()}  (other work on the machine skews timings)")
+    print(f"input 1x3x{args.size}x{args.size}, pruning ratio {RATIO}, "
+          f"median of {args.repeat} run(s), seconds")
     if tp is None:
         print("torch_pruning is not installed: Torch-Pruning columns skipped "
               "(install it with: pip install torch-pruning)")
@@ -173,9 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     errors = []
     for name in args.models:
         torch.manual_seed(0)
-        model = torchvision.models.get_model(name, weights=None).eval()
-        x = torch.randn(1, 3, args.size, args.size)
         row = f"{name:<16}"
+        try:
+            model = torchvision.models.get_model(name, weights=None).eval()
+        except Exception as e:  # noqa: BLE001 - an unknown name should not stop the other models
+            row += f"  torchvision error: {_short(e)}"
+            lines.append(row)
+            print(row, flush=True)
+            continue
+        x = torch.randn(1, 3, args.size, args.size)
         before = _params(model)
         fx_res = tp_res = None
         try:
@@ -209,14 +228,17 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("\n".join(lines))
     print()
-    print("ratio = TP (build + step) / fxprune (analyze + plan + rewrite); "
-          "ratio_all = TP (build + step) / fxprune (capture + analyze + plan + rewrite)")
-    print("tp_init = constructing the pruner (it builds its own dependency graph); not in either ratio")
-    print()
+    if tp is not None:
+        print("ratio = TP (build + step) / fxprune (analyze + plan + rewrite); "
+              "ratio_all = TP (build + step) / fxprune (capture + analyze + plan + rewrite)")
+        print("tp_init = constructing the pruner (it builds its own dependency graph); not in either ratio")
+        print()
     ph = f"{'model':<16}{'params':>14}{'fxprune 0.5':>16}" + (f"{'TP 0.5':>16}" if tp is not None else "")
     print(ph)
     print("-" * len(ph))
     print("\n".join(params_lines))
+    print()
+    print(f"load average at end (1/5/15 min): {_load()}")
     for name, who, e in errors:
         print(f"\n{name}: {who} failed: {type(e).__name__}: {e}", file=sys.stderr)
     return 0
