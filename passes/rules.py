@@ -724,10 +724,10 @@ def _pixel_unshuffle_module(ctx: Ctx, mod: nn.PixelUnshuffle, fqn: str, input: A
 # reductions
 # ------------------------------------------------------------------------------------------
 @register_rule("reduce", torch.mean, torch.sum, torch.amax, torch.amin, torch.prod, torch.std,
-               torch.var, torch.logsumexp, torch.nansum, torch.nanmean, torch.norm, torch.max, torch.min,
+               torch.var, torch.logsumexp, torch.nansum, torch.nanmean, torch.max, torch.min,
                torch.any, torch.all, torch.argmax, torch.argmin,
                methods=("mean", "sum", "amax", "amin", "prod", "std", "var", "logsumexp", "nansum",
-                        "norm", "max", "min", "any", "all", "argmax", "argmin"))  # fmt: skip
+                        "max", "min", "any", "all", "argmax", "argmin"))  # fmt: skip
 def _reduce(ctx: Ctx, input: Val, *args: Any, **kwargs: Any) -> Any:
     """Reduced dims mix all their indices and are pinned; kept dims pass through."""
     if args and isinstance(args[0], Val):  # torch.max(a, b): element-wise
@@ -785,10 +785,10 @@ def _t(ctx: Ctx, input: Val) -> Any:
 
 @register_rule("movedim", torch.movedim, torch.moveaxis, methods=("movedim", "moveaxis"))
 def _movedim(ctx: Ctx, input: Val, source: Any, destination: Any) -> Any:
-    src = _dims(source, input.ndim) if isinstance(source, (list, tuple)) else [_dim(source, input.ndim)]
-    dst = [_dim(d, input.ndim) for d in (destination if isinstance(destination, (list, tuple)) else [destination])]
-    if isinstance(source, (list, tuple)):
-        src = [_dim(d, input.ndim) for d in source]
+    def listed(v: Any) -> list[int]:  # keeps the given order, unlike _dims
+        return [_dim(d, input.ndim) for d in (v if isinstance(v, (list, tuple)) else [v])]
+
+    src, dst = listed(source), listed(destination)
     order: list[int | None] = [None] * input.ndim
     for s, d in zip(src, dst):
         order[d] = s
@@ -809,7 +809,9 @@ def _expand(ctx: Ctx, input: Val, *sizes: Any) -> Any:
     return tuple(out)
 
 
-register_rule("broadcast_to", torch.broadcast_to)(lambda ctx, input, size: _expand(ctx, input, size))
+@register_rule("broadcast_to", torch.broadcast_to)
+def _broadcast_to(ctx: Ctx, input: Val, size: Any) -> Any:
+    return _expand(ctx, input, size)
 
 
 @register_rule("repeat", methods=("repeat", "tile"))
