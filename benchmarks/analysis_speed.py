@@ -68,9 +68,9 @@ def _load() -> str:
         return "unavailable"
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
     t = time.perf_counter()
-    out = fn()
+    out = fn(*args, **kwargs)
     return time.perf_counter() - t, out
 
 
@@ -93,13 +93,13 @@ def run_fxprune(model: nn.Module, x: torch.Tensor, repeat: int) -> dict[str, Any
     times: dict[str, list[float]] = {k: [] for k in ("capture", "analyze", "plan", "rewrite")}
     small = None
     for _ in range(repeat):
-        dt, gm = _timed(lambda: fxprune.capture(model, x))
+        dt, gm = _timed(fxprune.capture, model, x)
         times["capture"].append(dt)
-        dt, gm = _timed(lambda: fx_analyze(gm))
+        dt, gm = _timed(fx_analyze, gm)
         times["analyze"].append(dt)
-        dt, plan = _timed(lambda: fxprune.make_plan(gm, RATIO))
+        dt, plan = _timed(fxprune.make_plan, gm, RATIO)
         times["plan"].append(dt)
-        dt, small = _timed(lambda: fxprune.rewrite(gm, plan))
+        dt, small = _timed(fxprune.rewrite, gm, plan)
         times["rewrite"].append(dt)
     with torch.no_grad():
         small(x)  # the pruned model must still run (not timed)
@@ -115,17 +115,15 @@ def run_torch_pruning(tp: Any, model: nn.Module, x: torch.Tensor, repeat: int) -
     after = None
     for _ in range(repeat):
         m = copy.deepcopy(model)
-        dt, _dg = _timed(lambda: tp.DependencyGraph().build_dependency(m, example_inputs=x))
+        dt, _dg = _timed(tp.DependencyGraph().build_dependency, m, example_inputs=x)
         times["build"].append(dt)
         del _dg, m
         m = copy.deepcopy(model)
         dt, pruner = _timed(
-            lambda: Pruner(
-                m, x, importance=Importance(p=2), pruning_ratio=RATIO, ignored_layers=_classifier(m)
-            )
+            Pruner, m, x, importance=Importance(p=2), pruning_ratio=RATIO, ignored_layers=_classifier(m)
         )
         times["init"].append(dt)
-        dt, _ = _timed(lambda: pruner.step())
+        dt, _ = _timed(pruner.step)
         times["step"].append(dt)
         after = _params(m)
         with torch.no_grad():
