@@ -85,11 +85,12 @@ class Report:
         return rows
 
     def pinned_rows(self) -> list[list[Any]]:
-        """Classes that hold parameters but keep every index, with the reason."""
+        """Channel-like classes (they occur in data, not only in weights such as kernel taps)
+        that hold parameters but keep every index, with the reason."""
         return [
             [c.id, c.size, c.pinned, ", ".join(f"{p}[{d}]" for p, d in c.params[:2])]
             for c in self.analysis.classes
-            if c.params and c.pinned is not None and c.size > 1
+            if c.params and c.pinned is not None and c.size > 1 and c.data
         ]
 
     def summary_rows(self) -> list[list[Any]]:
@@ -112,7 +113,7 @@ class Report:
             f"{'exact groups only' if self.plan.exact_only else 'exact and approximate groups'})",
             tabulate(self.summary_rows(), headers=["", "before", "after", "reduction"]),
             f"{len(self.plan.groups)} prunable groups ({sum(g.exact for g in self.plan.groups)} exact), "
-            f"{n_removed} pruned; {len(self.pinned_rows())} pinned classes hold parameters",
+            f"{n_removed} pruned; {len(self.pinned_rows())} pinned channel classes hold parameters",
         ]
         if self.unsupported:
             lines.append("ops without a rule (their channels stay whole):")

@@ -49,6 +49,7 @@ class ClassInfo:
     params: tuple[tuple[str, int], ...]  # (parameter or buffer FQN, dim) whose layout holds it
     pinned: str | None  # why it keeps every index, or None
     approx: str | None  # why pruning it is approximate, or None
+    data: bool = True  # occurs in some tensor's dim (False: only in weights, e.g. kernel taps)
 
     @property
     def prunable(self) -> bool:
@@ -277,9 +278,13 @@ class _Analyzer:
                 return tuple(node_dims(x) for x in v)
             return None
 
+        in_data: set[int] = set()
         for node in self.gm.graph.nodes:
             if node.name in self.env:
-                node.meta[DIMS] = node_dims(self.env[node.name])
+                node.meta[DIMS] = dims = node_dims(self.env[node.name])
+                for nd in _flat_dims(dims):
+                    for lay in nd.dims:
+                        in_data.update(lay.classes())
         param_layouts = {k: tuple(layout(a) for a in axes) for k, axes in self.params.items()}
         # aliases of tied tensors read the same layouts
         for name, key in self.canon.items():
@@ -306,7 +311,7 @@ class _Analyzer:
                 for c in set(lay.classes()):
                     members.setdefault(c, []).append((key, d))
         classes = tuple(
-            ClassInfo(c, sizes[c], tuple(members.get(c, ())), pinned.get(c), approx.get(c))
+            ClassInfo(c, sizes[c], tuple(members.get(c, ())), pinned.get(c), approx.get(c), c in in_data)
             for c in range(len(sizes))
         )
         extra = {n: {k: layout(a) for k, a in r.items()} for n, r in self.records.items()}
@@ -331,6 +336,14 @@ def _vals(v: Any) -> list[Val]:
 
     visit(v)
     return out
+
+
+def _flat_dims(d: Any) -> list[NodeDims]:
+    if isinstance(d, NodeDims):
+        return [d]
+    if isinstance(d, tuple):
+        return [x for y in d for x in _flat_dims(y)]
+    return []
 
 
 def _has_tensor(spec: Any) -> bool:
