@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import fx, nn
 
 from .capture import as_inputs, capture
-from .importance import get_criterion
+from .importance import Criterion, get_criterion
 from .passes.dependency import analyze as _analyze
 from .passes.keys import ANALYSIS, REPORT
 from .passes.rewrite import rewrite
@@ -37,39 +37,64 @@ def analyze(model: nn.Module, example_inputs: Any) -> fx.GraphModule:
 
 def compile(
     model: nn.Module,
-    ratio: float = 0.5,
+    ratio: float | None = None,
     *,
     example_inputs: Any,
     exact: bool = False,
-    importance: str = "l2",
+    importance: str | Criterion = "l2",
     round_to: int = 1,
     scores: Mapping[int, torch.Tensor] | None = None,
     verify: bool = False,
+    speedup: float | None = None,
+    params: float | None = None,
+    global_ranking: bool = False,
+    min_keep: int | float | None = None,
+    ratios: Mapping[str, float] | None = None,
+    ignore: Iterable[str] = (),
+    data: Iterable | None = None,
+    loss_fn: Callable | None = None,
 ) -> fx.GraphModule:
-    """Prune ``ratio`` of every prunable group of ``model`` and return a new, smaller
-    GraphModule (``model`` is never modified).
+    """Prune ``model`` and return a new, smaller GraphModule (``model`` is never modified).
 
     Args:
-        ratio: fraction of each group's indices removed, in [0, 1).
+        ratio: fraction of each group's indices removed, in [0, 1) (default 0.5 when no
+            target is given).
         example_inputs: a tensor or a tuple of positional arguments the model runs on.
         exact: prune only groups whose removal provably leaves the rest unchanged.
-        importance: "l2" or "l1" group magnitude (ignored when ``scores`` is given).
+        importance: a criterion name ("l2", "l1", "random", "bn_scale", "taylor", "hessian",
+            "zeroshot") or a ``fxprune.importance.Criterion``; ignored when ``scores`` is given.
         round_to: keep a multiple of this many indices per group.
         verify: also run the masked-equals-pruned check and put it in the report.
+        speedup: instead of a ratio, prune until base MACs / pruned MACs reaches this.
+        params: instead of a ratio, prune until base / pruned parameter count reaches this.
+        global_ranking: rank indices across groups (learned layer sparsity) instead of
+            removing the same fraction of every group.
+        min_keep: indices (int) or fraction (< 1) every group keeps.
+        ratios: per-module ratio overrides, ``{"layer4.*": 0.7}`` (FQN globs).
+        ignore: FQN globs of modules whose groups stay whole.
+        data, loss_fn: a few ``(inputs, target)`` batches and a loss, for data-driven
+            criteria (taylor, hessian; zeroshot needs only inputs).
 
     The report is ``out.meta["fxprune.report"]``.
 
     Example:
-        >>> small = fxprune.compile(torchvision.models.resnet18(), 0.5, example_inputs=x, exact=True)
+        >>> small = fxprune.compile(torchvision.models.resnet18(), speedup=2.0, example_inputs=x)
         >>> print(small.meta["fxprune.report"])  # doctest: +ELLIPSIS
         fxprune report: ResNet ...
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"fxprune.compile expects a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+    if ratio is None and speedup is None and params is None:
+        ratio = 0.5
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1):
         raise ValueError(f"ratio must be in [0, 1), got {ratio!r}: it is the fraction of each group removed")
     if scores is None:
         criterion = get_criterion(importance)
+        if criterion.needs_data and data is None:
+            raise ValueError(
+                f"importance={importance!r} needs data: pass data=[(inputs, target), ...] and loss_fn "
+                "(zeroshot needs only inputs)"
+            )
     inputs = as_inputs(example_inputs)
     seconds = {}
     t = time.perf_counter()
@@ -81,7 +106,14 @@ def compile(
         _analyze(gm)
         seconds["analyze"] = time.perf_counter() - t
     t = time.perf_counter()
-    plan = make_plan(gm, ratio, scores if scores is not None else criterion(gm), exact=exact, round_to=round_to)
+    if scores is None:
+        scores = criterion(gm, data, loss_fn)
+    seconds["importance"] = time.perf_counter() - t
+    t = time.perf_counter()
+    plan = make_plan(
+        gm, ratio, scores, exact=exact, round_to=round_to, min_keep=min_keep, global_ranking=global_ranking,
+        speedup=speedup, params=params, ratios=ratios, ignore=ignore, example_inputs=inputs,
+    )  # fmt: skip
     seconds["plan"] = time.perf_counter() - t
     t = time.perf_counter()
     out = rewrite(gm, plan)

@@ -3,17 +3,18 @@ the analysis it is applied to by the member parameters' FQNs."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
-from torch import fx
+from torch import fx, nn
 
 from .passes.axes import Layout
 from .passes.dependency import Analysis
-from .passes.keys import ANALYSIS
+from .passes.keys import ANALYSIS, SPEC
 
 from .errors import PlanError
 
@@ -136,34 +137,144 @@ def _factors(analysis: Analysis, exact: bool) -> dict[int, int]:
     return k
 
 
-def _keep_count(size: int, ratio: float, round_to: int) -> int:
+def _keep_count(size: int, ratio: float, round_to: int, min_keep: int = 1) -> int:
     # nearest, ties towards keeping: a factor's share of the ratio may be well under one index
     keep = size - math.ceil(size * ratio - 0.5 - 1e-9)
+    keep = max(keep, min(size, min_keep))
     if round_to > 1:
         keep = min(size, math.ceil(keep / round_to) * round_to)
     return max(1, keep)
 
 
+def _min_keep(spec: int | float | None, size: int, global_ranking: bool) -> int:
+    """``min_keep``: an int (indices) or a fraction in (0, 1) of the group. The default is 1
+    for uniform allocation and 10% of the group for global ranking, which would otherwise
+    collapse weak layers to a single channel (DepGraph Table 2's over-pruning failure)."""
+    if spec is None:
+        spec = 0.1 if global_ranking else 1
+    n = math.ceil(spec * size) if isinstance(spec, float) and spec < 1 else int(spec)
+    return max(1, min(size, n))
+
+
+def _matches(fqn: str, patterns: Iterable[str]) -> str | None:
+    module = fqn.rpartition(".")[0]
+    for pat in patterns:
+        if fnmatch.fnmatchcase(module, pat) or fnmatch.fnmatchcase(fqn, pat):
+            return pat
+    return None
+
+
+def _order(s: torch.Tensor) -> list[int]:
+    # stable: ties keep the lower index, so plans are deterministic
+    return sorted(range(s.numel()), key=lambda i: (-float(s[i]), i))
+
+
+def _allocate(
+    analysis: Analysis, scores: Mapping[int, torch.Tensor], ratio: float, *, exact: bool, round_to: int,
+    min_keep: int | float | None, global_ranking: bool, ratios: Mapping[str, float], ignore: Iterable[str],
+) -> tuple[list[Group], dict[int, tuple[int, ...]]]:  # fmt: skip
+    """Kept indices per group for one overall ``ratio``."""
+    groups, counts, candidates = [], {}, []
+    factors = _factors(analysis, exact)
+    for c in analysis.prunable():
+        g = Group(c.id, c.size, c.params, c.approx is None, c.approx)
+        groups.append(g)
+        if (exact and not g.exact) or any(_matches(p, ignore) for p, _ in c.params):
+            continue
+        s = scores.get(c.id)
+        if s is None or s.numel() != c.size:
+            raise PlanError(f"fxprune.make_plan: no score of length {c.size} for group {c.id}")
+        # an override follows the group's first parameter in graph order: the layer that
+        # produces those channels (matching any member would also hit consumers' inputs)
+        pat = _matches(c.params[0][0], ratios)
+        r = ratios[pat] if pat is not None else None
+        floor = _min_keep(min_keep, c.size, global_ranking)
+        if r is not None or not global_ranking:
+            r = ratio if r is None else r
+            counts[c.id] = _keep_count(c.size, 1 - (1 - r) ** (1 / factors.get(c.id, 1)), round_to, floor)
+        else:
+            candidates.append((c, s, floor))
+    if candidates:
+        # global ranking: scores are normalized per group, so they compare across groups;
+        # the lowest `ratio` of all candidate indices go, no group below its floor
+        pool = sorted((float(s[i]), c.id, i) for c, s, _ in candidates for i in range(c.size))
+        budget = math.floor(ratio * len(pool) + 1e-9)
+        removed = {c.id: 0 for c, _, _ in candidates}
+        room = {c.id: c.size - floor for c, _, floor in candidates}
+        for _, cid, _ in pool:
+            if budget == 0:
+                break
+            if removed[cid] < room[cid]:
+                removed[cid] += 1
+                budget -= 1
+        for c, _, floor in candidates:
+            counts[c.id] = _keep_count(c.size, removed[c.id] / c.size, round_to, floor)
+    keep = {cid: tuple(sorted(_order(scores[cid])[:n])) for cid, n in counts.items() if n < _size(analysis, cid)}
+    return groups, keep
+
+
+def _size(analysis: Analysis, cid: int) -> int:
+    return analysis.classes[cid].size
+
+
 def make_plan(
     gm: fx.GraphModule,
-    ratio: float,
+    ratio: float | None = None,
     scores: Mapping[int, torch.Tensor] | None = None,
     *,
     exact: bool = False,
     round_to: int = 1,
+    min_keep: int | float | None = None,
+    global_ranking: bool = False,
+    speedup: float | None = None,
+    params: float | None = None,
+    ratios: Mapping[str, float] | None = None,
+    ignore: Iterable[str] = (),
+    example_inputs: Any = None,
+    tolerance: float = 0.01,
 ) -> Plan:
-    """Keep the highest-scoring ``1 - ratio`` of every prunable group (at least one index,
-    rounded up to a multiple of ``round_to``). With ``exact=True`` only exact groups are
-    pruned. ``scores`` defaults to group L2 magnitude.
+    """Decide which indices of every prunable group to keep.
+
+    Allocation: ``ratio`` removes that fraction of every group (uniform), or, with
+    ``global_ranking=True``, that fraction of all indices ranked together by their
+    per-group-normalized scores (the layer sparsity is learned). ``ratios={glob: r}`` sets
+    the ratio of the groups a matching module produces (the group's first parameter in
+    graph order; FQN globs); ``ignore=[glob]`` leaves every group touching a matching
+    module whole, its inputs included. ``min_keep``: indices (int) or fraction
+    (float < 1) a group always keeps. ``round_to``: kept counts are multiples of it.
+
+    Targets instead of a ratio: ``speedup=s`` (base MACs / pruned MACs) or ``params=f``
+    (base parameters / pruned parameters). The overall ratio is found by bisection, counting
+    MACs (torch.utils.flop_counter) and parameters of the rewritten model at each step,
+    until within ``tolerance`` (relative) of the target.
 
     Where one channel dim is a product of k prunable groups (a grouped conv's groups and
-    channels per group), each of them loses ``1 - (1 - ratio) ** (1 / k)`` so the dim as a
-    whole loses about ``ratio``.
+    channels per group), each loses ``1 - (1 - r) ** (1 / k)`` under uniform allocation, so
+    the dim as a whole loses about ``r``. ``scores`` defaults to group L2 magnitude.
+
+    Example:
+        >>> plan = make_plan(gm, speedup=2.0)
+        >>> round(plan.meta["speedup"], 2)
+        2.0
     """
-    if not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
-        raise ValueError(f"ratio must be in [0, 1), got {ratio!r}: it is the fraction of each group removed")
+    targets = [t for t in (speedup, params) if t is not None]
+    if len(targets) > 1 or (targets and ratio is not None):
+        raise ValueError("give one of ratio=, speedup= or params=, not several")
+    if not targets:
+        if ratio is None:
+            raise ValueError("give ratio= (fraction of each group removed), speedup= or params=")
+        _check_ratio(ratio)
+    for name, t in (("speedup", speedup), ("params", params)):
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or t < 1):
+            raise ValueError(f"{name} must be a number >= 1 (base / pruned), got {t!r}")
+    for pat, r in (ratios or {}).items():
+        _check_ratio(r, f"ratios[{pat!r}]")
     if not isinstance(round_to, int) or round_to < 1:
         raise ValueError(f"round_to must be a positive int, got {round_to!r}")
+    if min_keep is not None and (isinstance(min_keep, bool) or not isinstance(min_keep, (int, float)) or min_keep <= 0):
+        raise ValueError(f"min_keep must be a positive int or a fraction in (0, 1), got {min_keep!r}")
+    if isinstance(ignore, str):
+        ignore = [ignore]
     analysis: Analysis = gm.meta.get(ANALYSIS)
     if analysis is None:
         raise PlanError("fxprune.make_plan: no fxprune.analysis on this GraphModule; run fxprune.analyze first")
@@ -171,21 +282,67 @@ def make_plan(
         from .importance import magnitude
 
         scores = magnitude(gm, 2)
-    groups, keep = [], {}
-    factors = _factors(analysis, exact)
-    for c in analysis.prunable():
-        g = Group(c.id, c.size, c.params, c.approx is None, c.approx)
-        groups.append(g)
-        if exact and not g.exact:
-            continue
-        r = 1 - (1 - ratio) ** (1 / factors.get(c.id, 1))
-        n = _keep_count(c.size, r, round_to)
-        if n >= c.size:
-            continue
-        s = scores.get(c.id)
-        if s is None or s.numel() != c.size:
-            raise PlanError(f"fxprune.make_plan: no score of length {c.size} for group {c.id}")
-        # stable: ties keep the lower index, so plans are deterministic
-        order = sorted(range(c.size), key=lambda i: (-float(s[i]), i))
-        keep[c.id] = tuple(sorted(order[:n]))
-    return Plan(float(ratio), tuple(groups), keep, exact_only=exact)
+    opts = dict(exact=exact, round_to=round_to, min_keep=min_keep, global_ranking=global_ranking,
+                ratios=dict(ratios or {}), ignore=list(ignore))  # fmt: skip
+
+    def plan_at(r: float) -> Plan:
+        groups, keep = _allocate(analysis, scores, r, **opts)  # type: ignore[arg-type]
+        return Plan(float(r), tuple(groups), keep, exact_only=exact)
+
+    if not targets:
+        return plan_at(float(ratio))  # type: ignore[arg-type]
+    return _search(gm, plan_at, "speedup" if speedup is not None else "params", targets[0], example_inputs, tolerance)
+
+
+def _check_ratio(ratio: Any, name: str = "ratio") -> None:
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {ratio!r}: it is the fraction of each group removed")
+
+
+def _search(gm: fx.GraphModule, plan_at: Any, kind: str, target: float, example_inputs: Any, tol: float) -> Plan:
+    """Bisection on the overall ratio until the measured reduction is within ``tol`` of target."""
+    from .passes.rewrite import rewrite
+    from .report import count_macs, count_params
+
+    inputs = _inputs_from_specs(gm) if example_inputs is None else example_inputs
+
+    def measure(m: nn.Module) -> float:
+        return float(count_macs(m, inputs) if kind == "speedup" else count_params(m))
+
+    base = measure(gm)
+
+    def achieved(p: Plan) -> float:
+        return base / max(measure(rewrite(gm, p)), 1.0)
+
+    lo, hi = 0.0, 0.99
+    best = plan_at(lo)
+    best_got = 1.0
+    top = plan_at(hi)
+    top_got = achieved(top)
+    if top_got < target * (1 - tol):
+        raise PlanError(
+            f"fxprune.make_plan: {kind}={target} is out of reach; pruning 99% of every prunable "
+            f"group gives {top_got:.2f}x (pinned groups, exact mode or ignore= limit it)"
+        )
+    for _ in range(24):
+        mid = (lo + hi) / 2
+        p = plan_at(mid)
+        got = achieved(p)
+        if abs(got - target) < abs(best_got - target):
+            best, best_got = p, got
+        if abs(got - target) <= tol * target:
+            break
+        lo, hi = (mid, hi) if got < target else (lo, mid)
+    best.meta.update({kind: best_got, "target": target})
+    return best
+
+
+def _inputs_from_specs(gm: fx.GraphModule) -> tuple:
+    """Zeros shaped like the example inputs the graph was propagated with (MACs do not
+    depend on values)."""
+    out = []
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            spec = n.meta.get(SPEC)
+            out.append(torch.zeros(spec.shape, dtype=spec.dtype) if hasattr(spec, "shape") else spec)
+    return tuple(out)
