@@ -262,9 +262,10 @@ class Hessian(Criterion):
 
 class ZeroShot(Criterion):
     """One forward pass of a little data, no labels: for each class, the mean |activation|
-    of each index over every tensor the class flows through (the information passing
-    through the graph), times its L2 weight magnitude. Needs ``data`` (inputs, or
-    (inputs, target) pairs); ``loss_fn`` is not used."""
+    of each index where it enters a weighted layer (an input of a node that contracts with
+    a weight of two or more dims: conv, linear, matmul with a parameter), i.e. the
+    information that flows on through the graph, times its L2 weight magnitude. Needs
+    ``data`` (inputs, or (inputs, target) pairs); ``loss_fn`` is not used."""
 
     name = "zeroshot"
     needs_data = True
@@ -277,11 +278,14 @@ class ZeroShot(Criterion):
         acc = {c: torch.zeros(n, dtype=torch.float64) for c, n in wanted.items()}
         hits = {c: torch.zeros(n, dtype=torch.float64) for c, n in wanted.items()}
 
+        feeds = _feeds_weighted_layer(gm)
+
         class _Watch(fx.Interpreter):
             def run_node(self, n: fx.Node) -> Any:
                 out = super().run_node(n)
                 dims = n.meta.get(DIMS)
-                if isinstance(out, torch.Tensor) and isinstance(dims, NodeDims) and out.is_floating_point():
+                if (n.name in feeds and isinstance(out, torch.Tensor) and isinstance(dims, NodeDims)
+                        and out.is_floating_point()):  # fmt: skip
                     a = out.detach().abs().double()
                     for d, lay in enumerate(dims.dims):
                         classes = [c for c in set(lay.classes()) if c in acc]
@@ -311,6 +315,27 @@ class ZeroShot(Criterion):
             s = normalize(act, "mean") * weights.get(c, torch.ones(wanted[c])).double()
             out[c] = normalize(s, "mean").float()
         return out
+
+
+def _feeds_weighted_layer(gm: fx.GraphModule) -> set[str]:
+    """Names of nodes used as data by a node that also reads a weight of >= 2 dims."""
+    def heavy(n: fx.Node) -> bool:
+        if n.op == "call_module":
+            return any(p.dim() >= 2 for p in gm.get_submodule(n.target).parameters())
+        return any(
+            a.op == "get_attr" and isinstance(t := _attr(gm, a.target), torch.Tensor) and t.dim() >= 2
+            for a in n.all_input_nodes
+        )
+
+    return {a.name for n in gm.graph.nodes if n.op in ("call_module", "call_function", "call_method") and heavy(n)
+            for a in n.all_input_nodes if a.op != "get_attr"}  # fmt: skip
+
+
+def _attr(gm: fx.GraphModule, target: str) -> Any:
+    obj: Any = gm
+    for part in target.split("."):
+        obj = getattr(obj, part, None)
+    return obj
 
 
 CRITERIA: dict[str, Callable[[], Criterion]] = {
