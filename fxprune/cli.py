@@ -45,8 +45,12 @@ def _prune(args: argparse.Namespace) -> int:
     print(f"building {args.model} (random weights) ...", flush=True)
     model = build_model(args.model).eval()
     x = torch.randn(args.batch, 3, args.size, args.size)
-    print(f"pruning ratio {args.ratio}{' (exact groups only)' if args.exact else ''} ...", flush=True)
-    pruned = fxprune.compile(model, args.ratio, example_inputs=x, exact=args.exact, round_to=args.round_to)
+    how = f"to {args.speedup}x fewer MACs" if args.speedup else f"ratio {args.ratio}"
+    print(f"pruning {how}{' (exact groups only)' if args.exact else ''} ...", flush=True)
+    pruned = fxprune.compile(
+        model, None if args.speedup else args.ratio, example_inputs=x, exact=args.exact, round_to=args.round_to,
+        speedup=args.speedup, global_ranking=args.global_ranking,
+    )  # fmt: skip
     report = pruned.meta["fxprune.report"]
     print("verifying (masked original vs pruned) ...", flush=True)
     result = fxprune.verify(model, pruned, x)
@@ -59,7 +63,7 @@ def _prune(args: argparse.Namespace) -> int:
         [f"CPU latency (ms, batch {args.batch}, {args.threads} threads)", f"{lat0:.1f}", f"{lat1:.1f}", f"{lat0 / lat1:.2f}x"],
     ]
     print()
-    print(f"{args.model} at {args.size}x{args.size}, ratio {args.ratio}")
+    print(f"{args.model} at {args.size}x{args.size}, {how}")
     print(tabulate(rows, headers=["", "before", "after", "reduction"]))
     groups = report.plan.groups
     print(f"{len(groups)} prunable groups ({sum(g.exact for g in groups)} exact); "
@@ -73,21 +77,21 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fxprune", description=__doc__)
-    sub = parser.add_subparsers(dest="command")
-    p = sub.add_parser("prune", help="prune a model and print before/after figures")
-    for q in (parser, p):
-        q.add_argument("model", nargs="?", default="torchvision:resnet50", help="torchvision:NAME, timm:NAME or file.py:factory")
-        q.add_argument("--ratio", type=float, default=0.5, help="fraction of each group removed, in [0, 1)")
-        q.add_argument("--exact", action="store_true", help="prune exact groups only")
-        q.add_argument("--round-to", type=int, default=1)
-        q.add_argument("--size", type=int, default=224, help="input resolution")
-        q.add_argument("--batch", type=int, default=1)
-        q.add_argument("--threads", type=int, default=torch.get_num_threads())
-        q.add_argument("--details", action="store_true", help="print every group and pinned class")
-    args = parser.parse_args(argv)
-    if args.model == "prune":  # `fxprune prune` with no model
-        args.model = "torchvision:resnet50"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["prune"]:  # `fxprune prune MODEL ...` and `fxprune MODEL ...` are the same
+        argv = argv[1:]
+    q = argparse.ArgumentParser(prog="fxprune", description=__doc__)
+    q.add_argument("model", nargs="?", default="torchvision:resnet50", help="torchvision:NAME, timm:NAME or file.py:factory")
+    q.add_argument("--ratio", type=float, default=0.5, help="fraction of each group removed, in [0, 1)")
+    q.add_argument("--speedup", type=float, default=None, help="target base/pruned MACs instead of a ratio")
+    q.add_argument("--global-ranking", action="store_true", help="rank channels across groups")
+    q.add_argument("--exact", action="store_true", help="prune exact groups only")
+    q.add_argument("--round-to", type=int, default=1)
+    q.add_argument("--size", type=int, default=224, help="input resolution")
+    q.add_argument("--batch", type=int, default=1)
+    q.add_argument("--threads", type=int, default=torch.get_num_threads())
+    q.add_argument("--details", action="store_true", help="print every group and pinned class")
+    args = q.parse_args(argv)
     try:
         return _prune(args)
     except (ValueError, TypeError) as e:

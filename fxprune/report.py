@@ -109,7 +109,7 @@ class Report:
     def __str__(self) -> str:
         n_removed = sum(1 for g in self.plan.groups if g.id in self.plan.keep)
         lines = [
-            f"fxprune report: {self.model} (capture: {self.capture}, ratio {self.plan.ratio}, "
+            f"fxprune report: {self.model} (capture: {self.capture}, {self._how()}, "
             f"{'exact groups only' if self.plan.exact_only else 'exact and approximate groups'})",
             tabulate(self.summary_rows(), headers=["", "before", "after", "reduction"]),
             f"{len(self.plan.groups)} prunable groups ({sum(g.exact for g in self.plan.groups)} exact), "
@@ -122,6 +122,13 @@ class Report:
             lines.append(str(self.verification))
         return "\n".join(lines)
 
+    def _how(self) -> str:
+        meta = self.plan.meta
+        for kind in ("speedup", "params"):
+            if kind in meta:
+                return f"target {kind} {meta['target']}x reached {meta[kind]:.3f}x at ratio {self.plan.ratio:.3f}"
+        return f"ratio {self.plan.ratio}"
+
     def details(self) -> str:
         """Every group and every pinned class, as text tables."""
         return "\n\n".join([
@@ -132,7 +139,7 @@ class Report:
 
     def _repr_html_(self) -> str:
         parts = [
-            f"<b>fxprune report</b>: {self.model} (capture: {self.capture}, ratio {self.plan.ratio})",
+            f"<b>fxprune report</b>: {self.model} (capture: {self.capture}, {self._how()})",
             tabulate(self.summary_rows(), headers=["", "before", "after", "reduction"], tablefmt="html"),
             tabulate(self.group_rows(), headers=["group", "size", "kept", "kind", "members"], tablefmt="html"),
         ]
