@@ -16,6 +16,7 @@ from .importance import magnitude
 from .passes.dependency import propagate
 from .passes.rewrite import register_module_update, register_rewrite, rewrite
 from .passes.rules import register_method, register_module, register_rule
+from .passes.sparsify import SparsifyHandle, sparsify
 from .plan import Group, Plan, make_plan
 from .report import Report, count_macs, count_params, latency_ms
 from .verify import VerifyResult, mask, verify
@@ -25,5 +26,6 @@ __all__ = [
     "register_rule", "register_module", "register_method", "register_rewrite", "register_module_update",
     "Plan", "Group", "Report", "VerifyResult", "count_macs", "count_params", "latency_ms",
     "FxpruneError", "CaptureError", "PlanError", "UnsupportedOpError",
+    "sparsify", "SparsifyHandle",
 ]  # fmt: skip
 __version__ = "0.1.0"

@@ -50,10 +50,11 @@ class ClassInfo:
     pinned: str | None  # why it keeps every index, or None
     approx: str | None  # why pruning it is approximate, or None
     data: bool = True  # occurs in some tensor's dim (False: only in weights, e.g. kernel taps)
+    weighted: bool = True  # some member is an nn.Parameter (not only buffers or constants)
 
     @property
     def prunable(self) -> bool:
-        return self.pinned is None and bool(self.params)
+        return self.pinned is None and self.weighted and self.size > 1
 
 
 @dataclass(frozen=True)
@@ -311,7 +312,8 @@ class _Analyzer:
                 for c in set(lay.classes()):
                     members.setdefault(c, []).append((key, d))
         classes = tuple(
-            ClassInfo(c, sizes[c], tuple(members.get(c, ())), pinned.get(c), approx.get(c), c in in_data)
+            ClassInfo(c, sizes[c], tuple(members.get(c, ())), pinned.get(c), approx.get(c), c in in_data,
+                      any(isinstance(self.tensors.get(k), torch.nn.Parameter) for k, _ in members.get(c, ())))
             for c in range(len(sizes))
         )
         extra = {n: {k: layout(a) for k, a in r.items()} for n, r in self.records.items()}
