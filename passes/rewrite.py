@@ -161,9 +161,9 @@ def rewrite(gm: fx.GraphModule, plan: Any = None) -> fx.GraphModule:
     plan.check(analysis)
     rw = Rewriter(gm, plan.masks())
 
-    new_root = copy.deepcopy(gm)
+    # the sliced tensors go straight into deepcopy's memo: what is replaced is never copied
+    new_root = copy.deepcopy(gm, memo=_sliced_tensors(rw, gm))
     new_root.meta.pop(PLAN, None)
-    _slice_tensors(rw, new_root)
 
     graph = fx.Graph()
     env: dict[fx.Node, Any] = {}
@@ -224,44 +224,27 @@ def _key(node: fx.Node, gm: fx.GraphModule) -> str | None:
     return None
 
 
-def _slice_tensors(rw: Rewriter, root: nn.Module) -> None:
-    """Slice every parameter and buffer along its layout; tied tensors stay one object."""
-    done: dict[int, torch.Tensor] = {}
-    named = list(root.named_parameters(remove_duplicate=False)) + list(root.named_buffers(remove_duplicate=False))
-    # plain tensor attributes read by get_attr (fx's _tensor_constant<N>) carry layouts too
-    registered = {fqn for fqn, _ in named}
-    for fqn in rw.analysis.param_layouts:
-        if fqn not in registered:
-            owner_name, _, attr = fqn.rpartition(".")
-            t = getattr(root.get_submodule(owner_name) if owner_name else root, attr, None)
-            if isinstance(t, torch.Tensor):
-                named.append((fqn, t))
-    for fqn, t in named:
-        layouts = rw.analysis.param_layouts.get(fqn)
-        if layouts is None:
-            continue
-        if id(t) not in done:
-            new = t.detach()
-            sliced = False
-            for d, lay in enumerate(layouts):
-                idx = rw.kept(lay)
-                if idx is not None:
-                    new = new.index_select(d, idx)  # a copy: the input module keeps its tensors
-                    sliced = True
-            if sliced and isinstance(t, nn.Parameter):
-                new = nn.Parameter(new, requires_grad=t.requires_grad)
-            done[id(t)] = new if sliced else t
-        new = done[id(t)]
-        if new is t:
-            continue
+def _sliced_tensors(rw: Rewriter, root: nn.Module) -> dict[int, torch.Tensor]:
+    """{id(tensor): sliced copy} for every parameter, buffer and plain tensor attribute the
+    plan shrinks (a deepcopy memo). Tied tensors are one object, so they stay tied."""
+    found: dict[int, tuple[torch.Tensor, tuple]] = {}
+    for fqn, layouts in rw.analysis.param_layouts.items():
         owner_name, _, attr = fqn.rpartition(".")
-        owner = root.get_submodule(owner_name) if owner_name else root
-        if attr in owner._parameters:
-            owner._parameters[attr] = new
-        elif attr in owner._buffers:
-            owner._buffers[attr] = new
-        else:
-            setattr(owner, attr, new)
+        t = getattr(root.get_submodule(owner_name) if owner_name else root, attr, None)
+        if isinstance(t, torch.Tensor):
+            found.setdefault(id(t), (t, layouts))
+    memo: dict[int, torch.Tensor] = {}
+    for key, (t, layouts) in found.items():
+        new = t.detach()
+        sliced = False
+        for d, lay in enumerate(layouts):
+            idx = rw.kept(lay)
+            if idx is not None:
+                new = new.index_select(d, idx)  # a copy: the input module keeps its tensors
+                sliced = True
+        if sliced:
+            memo[key] = nn.Parameter(new, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else new
+    return memo
 
 
 # ------------------------------------------------------------------------------------------
