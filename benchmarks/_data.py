@@ -1,0 +1,118 @@
+"""Offline loaders for the shared benchmark data (never downloads anything).
+
+The data folder is ``$FXPRUNE_DATA`` when set, else ``../shared/data`` beside the repository
+root (CI runs a clone with ``shared/`` next to it). Each loader raises ``DataUnavailable`` with
+the path it looked at when its files are missing, so tests can skip with a clear reason.
+
+    >>> x, y = load_fashion_mnist("train")          # uint8 (60000, 28, 28), int64 (60000,)
+    >>> x, y = load_cifar10_jpeg("test")            # uint8 (10000, 32, 32, 3), int64 (10000,)
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import tarfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "DataUnavailable", "data_root", "load_fashion_mnist", "load_cifar10_jpeg", "stratified_subset",
+    "CIFAR10_MEAN", "CIFAR10_STD",
+]  # fmt: skip
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Measured on the JPEG copy (shared/data/README.md); JPEG smoothing lowers the std slightly.
+CIFAR10_MEAN = (0.4913, 0.4821, 0.4465)
+CIFAR10_STD = (0.2452, 0.2428, 0.2606)
+
+
+class DataUnavailable(FileNotFoundError):
+    """The shared data folder (or one dataset in it) is not there."""
+
+
+def data_root() -> Path:
+    env = os.environ.get("FXPRUNE_DATA")
+    return Path(env).expanduser() if env else (REPO_ROOT.parent / "shared" / "data")
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise DataUnavailable(
+            f"{what} not found at {path} (set FXPRUNE_DATA to the data folder holding fashion-mnist/ and "
+            f"cifar10-jpeg/; default: ../shared/data beside the repository root)"
+        )
+    return path
+
+
+def _idx(path: Path, offset: int) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        return np.frombuffer(f.read(), dtype=np.uint8, offset=offset)
+
+
+@lru_cache(maxsize=4)
+def load_fashion_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST from the original idx ``.gz`` files: uint8 images (N, 28, 28) and int64
+    labels (N,). ``split`` is "train" (60000) or "test" (10000)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    raw = _need(data_root() / "fashion-mnist" / "FashionMNIST" / "raw", "Fashion-MNIST")
+    stem = "train" if split == "train" else "t10k"
+    images = _idx(_need(raw / f"{stem}-images-idx3-ubyte.gz", "Fashion-MNIST images"), 16)
+    labels = _idx(_need(raw / f"{stem}-labels-idx1-ubyte.gz", "Fashion-MNIST labels"), 8)
+    x = images.reshape(-1, 28, 28)
+    y = labels.astype(np.int64)
+    if len(x) != len(y):
+        raise ValueError(f"Fashion-MNIST {split}: {len(x)} images but {len(y)} labels")
+    return x, y
+
+
+@lru_cache(maxsize=1)
+def _cifar10_all() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    try:
+        from PIL import Image
+    except ImportError as e:  # pragma: no cover - Pillow is a benchmark dependency
+        raise DataUnavailable("decoding the CIFAR-10 JPEG copy needs Pillow: pip install Pillow") from e
+    tar_path = _need(data_root() / "cifar10-jpeg" / "cifar10_jpeg.tar.gz", "CIFAR-10 JPEG tar")
+    items: dict[str, list[tuple[int, int, np.ndarray]]] = {"train": [], "test": []}
+    with tarfile.open(tar_path, "r:gz") as tar:
+        members = tar.getmembers()
+        by_name = {m.name: m for m in members}
+        classes = tar.extractfile(by_name["classes.txt"]).read().decode().split()  # type: ignore[union-attr]
+        index = {c: i for i, c in enumerate(classes)}
+        for m in members:
+            parts = m.name.split("/")
+            if not m.isfile() or len(parts) != 3 or parts[0] not in items or not parts[2].endswith(".jpg"):
+                continue
+            data = tar.extractfile(m).read()  # type: ignore[union-attr]
+            img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            items[parts[0]].append((index[parts[1]], int(parts[2][:-4]), img))
+    out = {}
+    for split, rows in items.items():
+        rows.sort(key=lambda r: (r[0], r[1]))
+        out[split] = (np.stack([r[2] for r in rows]), np.array([r[0] for r in rows], dtype=np.int64))
+    return out
+
+
+def load_cifar10_jpeg(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 from the lossy JPEG copy: uint8 images (N, 32, 32, 3) and int64 labels (N,),
+    sorted by (label, file number), so shuffle before training. ``split``: "train" (50000) or
+    "test" (10000). The first call decodes all 60000 images (about 10 s) and caches them."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return _cifar10_all()[split]
+
+
+def stratified_subset(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Indices of ``n`` samples with (as near as possible) equal counts per class, shuffled."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(y)
+    per = n // len(classes)
+    idx = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per] for c in classes])
+    if len(idx) < n:
+        rest = np.setdiff1d(np.arange(len(y)), idx)
+        idx = np.concatenate([idx, rng.permutation(rest)[: n - len(idx)]])
+    return rng.permutation(idx)
