@@ -7,7 +7,8 @@ A class's score for index k aggregates every parameter slice that index k touche
 every layer of the group (DepGraph's full grouping), so a channel removed from a conv, its
 BatchNorm and the next conv's input is judged by all of them at once. ``scope`` narrows the
 members: ``"full"`` (every parameter), ``"conv"`` (weights with two or more dims: conv and
-linear weights, no norm affines or biases), ``"none"`` (no grouping: see ``slice_stats``).
+linear weights, no norm affines or biases), ``"none"`` (no grouping: only the layer that
+produces the class, i.e. its first member in graph order).
 
 | criterion | per-index score | source |
 |---|---|---|
@@ -84,6 +85,12 @@ def slice_stats(
                 ok = m >= 0
                 v = torch.zeros(sizes[c], dtype=torch.float64).index_add_(0, m[ok], per_pos[ok])
                 out[c].append((fqn, d, v))
+    if scope == "none":
+        # no grouping: only the layer that produces the class (its first member in graph order)
+        for c, members in out.items():
+            if members:
+                layer = members[0][0].rpartition(".")[0]
+                out[c] = [e for e in members if e[0].rpartition(".")[0] == layer]
     return out
 
 

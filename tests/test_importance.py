@@ -131,3 +131,11 @@ def test_compile_with_data_driven_criteria() -> None:
         assert fxprune.verify(m, out, X).passed, name
     with pytest.raises(ValueError, match="needs data"):
         fxprune.compile(m, 0.5, example_inputs=X, importance="taylor")
+
+
+def test_scope_none_uses_the_producing_layer_alone() -> None:
+    """No grouping: conv a's own weight and bias decide for its output channels."""
+    gm, cid = _setup()
+    p = dict(gm.named_parameters())
+    want = (p["a.weight"].detach().flatten(1).pow(2).sum(1) + p["a.bias"].detach().pow(2)).sqrt()
+    torch.testing.assert_close(Magnitude(2, normalizer="none", scope="none")(gm)[cid], want.float())
