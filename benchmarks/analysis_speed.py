@@ -38,10 +38,10 @@ import warnings
 from typing import Any, Callable
 
 import torch
+from fxprune.passes.dependency import analyze as fx_analyze
 from torch import nn
 
 import fxprune
-from fxprune.passes.dependency import analyze as fx_analyze
 
 DEFAULT_MODELS = ["resnet50", "densenet121", "efficientnet_b0", "convnext_tiny"]
 RATIO = 0.5
@@ -151,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     try:
-        import torch_pruning as tp
         from importlib.metadata import PackageNotFoundError, version
+
+        import torch_pruning as tp
 
         try:
             tp_version = version("torch-pruning")

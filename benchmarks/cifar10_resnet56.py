@@ -46,8 +46,9 @@ from torch import nn
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fxprune  # noqa: E402
 from _data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10_jpeg, stratified_subset  # noqa: E402
+
+import fxprune  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------
 # model: CIFAR ResNet-56 (He et al. 2016, section 4.2), option-B shortcuts (1x1 conv + BN)

@@ -18,9 +18,10 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import fxprune  # noqa: E402
 from conftest import randomize_  # noqa: E402
 from test_zoo import ALL  # noqa: E402
+
+import fxprune  # noqa: E402
 
 
 def main() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Any
 
 import torch
 from tabulate import tabulate
@@ -31,7 +30,7 @@ def build_model(spec: str) -> nn.Module:
         return timm.create_model(name, pretrained=False)
     if source.endswith(".py"):
         loader = importlib.machinery.SourceFileLoader("fxprune_user_model", source)
-        module = loader.load_module()  # noqa: deprecated API kept for 3.10 compatibility
+        module = loader.load_module()  # deprecated API, still the shortest way on 3.10
         return getattr(module, name)()
     raise SystemExit(f"fxprune: unknown model source {source!r}; use torchvision:NAME, timm:NAME or file.py:factory")
 

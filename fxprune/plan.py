@@ -12,11 +12,10 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import fx, nn
 
+from .errors import PlanError
 from .passes.axes import Layout
 from .passes.dependency import Analysis
 from .passes.keys import ANALYSIS, SPEC
-
-from .errors import PlanError
 
 __all__ = ["Group", "Plan", "make_plan"]
 

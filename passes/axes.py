@@ -14,11 +14,11 @@ Private to the passes: only dense class ids and ``Layout`` trees leave this modu
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Iterator
 
 import torch
-from dataclasses import dataclass
-from typing import Iterator
 
 __all__ = ["Axes", "Layout", "AxisError", "coords", "kept_positions"]
 

@@ -77,14 +77,14 @@ class Rewriter:
         return d if isinstance(d, NodeDims) else None
 
     def old_shape(self, node: fx.Node) -> tuple[int, ...]:
-        return tuple(l.size for l in self.dims(node).dims)
+        return tuple(lay.size for lay in self.dims(node).dims)
 
     def new_shape(self, node: fx.Node, index: int | None = None) -> tuple[int, ...]:
-        return tuple(self.new_size(l) for l in self.dims(node, index).dims)
+        return tuple(self.new_size(lay) for lay in self.dims(node, index).dims)
 
     def changed(self, node: fx.Node) -> list[bool]:
         d = self.dims(node)
-        return [self.kept(l) is not None for l in d.dims] if d else []
+        return [self.kept(lay) is not None for lay in d.dims] if d else []
 
     def kept_in_dim(self, node: fx.Node, dim: int) -> torch.Tensor | None:
         return self.kept(self.dims(node).dims[dim])

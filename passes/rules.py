@@ -881,7 +881,7 @@ def _stack(ctx: Ctx, tensors: Any, dim: int = 0) -> Any:
 def _split_out(ctx: Ctx, input: Val, d: int, sizes: list[int], keep_dim: bool = True) -> list:
     pieces = ctx.ax.split_concat(input.axes[d], sizes) if len(sizes) > 1 else [input.axes[d]]
     outs = []
-    for p, s in zip(pieces, sizes):
+    for p in pieces:
         axes = list(input.axes)
         if keep_dim:
             axes[d] = p

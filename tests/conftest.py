@@ -8,7 +8,7 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
     masked original (default inits have beta = 0, mean = 0, and layer scales of 1e-6)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.numel() == max(p.shape, default=1):
                 p.copy_(torch.empty(p.shape).uniform_(0.5, 1.5, generator=g))
         for m in model.modules():

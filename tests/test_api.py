@@ -4,10 +4,10 @@ import copy
 
 import pytest
 import torch
+from conftest import randomize_
 from torch import nn
 
 import fxprune
-from conftest import randomize_
 
 
 class _Small(nn.Module):

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from conftest import randomize_
 from torch import nn
 
 import fxprune
-from conftest import randomize_
 from fxprune.importance import BNScale, Hessian, Magnitude, Random, Taylor, ZeroShot, normalize
 
 

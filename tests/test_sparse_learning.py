@@ -220,7 +220,7 @@ if __name__ == "__main__":  # python tests/test_sparse_learning.py: print the fi
     torch.set_num_threads(2)
     t = time.perf_counter()
     r = run_experiment()
-    print(f"baseline acc {r['base_acc']:.4f}, {r['base_macs']} MACs ({time.perf_counter() - t:.1f} s)")
+    print(f"baseline acc {r['base_acc']:.4f}, {r['base_macs']} MACs (whole experiment {time.perf_counter() - t:.1f} s)")
     for arm in ("A", "B"):
         a = r[arm]
         print(

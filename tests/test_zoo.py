@@ -6,9 +6,9 @@ A fast subset runs by default; the whole list runs with ``pytest -m zoo``.
 import pytest
 import torch
 import torchvision
+from conftest import randomize_
 
 import fxprune
-from conftest import randomize_
 
 _FAMILIES = (
     "alexnet", "vgg", "resnet", "resnext", "wide_resnet", "densenet", "googlenet", "inception_v3",

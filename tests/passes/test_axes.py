@@ -1,7 +1,6 @@
 """The union-find over axes: unification, refinement alignment, and pinning on conflict."""
 
 import torch
-
 from fxprune.passes.axes import Axes, Layout, kept_positions
 
 

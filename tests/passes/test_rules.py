@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torch.nn.modules.activation as activation_mod
+from fxprune.passes.rules import _MODULES
 from torch import nn
 
 import fxprune
-from fxprune.passes.rules import _MODULES
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm)
 

@@ -13,10 +13,10 @@ import socket
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import randomize_
 from torch import nn
 
 import fxprune
-from conftest import randomize_
 from fxprune.importance import slice_stats
 
 
