@@ -988,7 +988,8 @@ def _assert(ctx: Ctx, condition: Any, message: Any = None) -> Any:
 _CREATE = [torch.zeros, torch.ones, torch.empty, torch.rand, torch.randn, torch.full]
 
 
-@register_rule("create", *_CREATE, methods=("new_zeros", "new_ones", "new_empty", "new_full", "new_tensor"))
+# new_tensor(data) takes data, not sizes: it has no rule (its classes are pinned)
+@register_rule("create", *_CREATE, methods=("new_zeros", "new_ones", "new_empty", "new_full"))
 def _create(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
     """A new tensor from sizes: fresh axes; its size arguments are re-derived on rewrite."""
     return ctx.fresh(ctx.out_shape())

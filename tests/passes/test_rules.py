@@ -1517,3 +1517,24 @@ def test_plain_tensor_attribute_is_sliced():
     """A get_attr constant (not a parameter or buffer) follows the channels it scales."""
     out, _, _ = _run_and_check(_PlainTensorScale(), torch.randn(2, 3, 5, 5), expect_widths={"a.weight": (4, 3, 1, 1)})
     assert out.scale.shape == (1, 4, 1, 1)
+
+
+class _NewTensorScale(nn.Module):
+    """A per-channel scale built from data with ``new_tensor``: its argument is data, not
+    sizes, so no size can be re-derived from it and the channels it scales stay whole."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 1)
+        self.b = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        w = y.new_tensor([0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2]).view(1, 8, 1, 1)
+        return self.b(y * w)
+
+
+def test_new_tensor_from_data_pins():
+    """new_tensor has no rule: the node is named in the report and a.out keeps 8 channels."""
+    out, report, _ = _run_and_check(_NewTensorScale(), torch.randn(2, 3, 5, 5), expect_widths={"a.weight": (8, 3, 1, 1)})
+    assert [u.op for u in report.unsupported] == [".new_tensor"]
