@@ -13,7 +13,7 @@ from .importance import Criterion, get_criterion
 from .passes.dependency import analyze as _analyze
 from .passes.keys import ANALYSIS, REPORT
 from .passes.rewrite import rewrite
-from .plan import make_plan
+from .plan import _check_ratio, make_plan
 from .report import Report, count_macs, count_params
 from .verify import verify as _verify
 
@@ -86,8 +86,8 @@ def compile(
         raise TypeError(f"fxprune.compile expects a torch.nn.Module, got {type(model).__name__}")
     if ratio is None and speedup is None and params is None:
         ratio = 0.5
-    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1):
-        raise ValueError(f"ratio must be in [0, 1), got {ratio!r}: it is the fraction of each group removed")
+    if ratio is not None:
+        _check_ratio(ratio)  # before any work, so bad input costs nothing
     if scores is None:
         criterion = get_criterion(importance)
         if criterion.needs_data and data is None:

@@ -163,9 +163,9 @@ def _aggregate(stats: dict, p: float, agg: str, normalizer: str | tuple) -> dict
     return out
 
 
-def magnitude(gm: fx.GraphModule, p: int = 2, *, normalize: str = "mean", scope: str = "full") -> dict:
-    """Shorthand for ``Magnitude(p, normalizer=normalize, scope=scope)(gm)``."""
-    return Magnitude(p, normalizer=normalize, scope=scope)(gm)
+def magnitude(gm: fx.GraphModule, p: int = 2, *, normalizer: str | tuple = "mean", scope: str = "full") -> dict:
+    """Shorthand for ``Magnitude(p, normalizer=normalizer, scope=scope)(gm)``."""
+    return Magnitude(p, normalizer=normalizer, scope=scope)(gm)
 
 
 class Random(Criterion):
@@ -235,15 +235,21 @@ def _grad_stats(gm: fx.GraphModule, data: Iterable, loss_fn: Callable) -> tuple[
     return g1, g2, max(n, 1)
 
 
-class Taylor(Criterion):
+class _GradientCriterion(Criterion):
+    """A criterion from gradients over a few batches, summed over every slice of the group."""
+
+    needs_data = True
+
+    def __init__(self, normalizer: str | tuple = "mean", scope: str = "full"):
+        normalize(torch.ones(1), normalizer)  # validate early
+        self.normalizer, self.scope = normalizer, scope
+
+
+class Taylor(_GradientCriterion):
     """First-order Taylor: per element ``|w * dL/dw|`` (gradient summed over the batches),
     summed over every slice of the group, normalized per group."""
 
     name = "taylor"
-    needs_data = True
-
-    def __init__(self, normalizer: str | tuple = "mean", scope: str = "full"):
-        self.normalizer, self.scope = normalizer, scope
 
     def __call__(self, gm: fx.GraphModule, data: Iterable | None = None, loss_fn: Callable | None = None) -> dict:
         g1, _, _ = _grad_stats(gm, _batches(data, loss_fn, "taylor"), loss_fn)  # type: ignore[arg-type]
@@ -251,15 +257,11 @@ class Taylor(Criterion):
         return _aggregate(slice_stats(gm, prod, p=1, scope=self.scope), 1, "sum", self.normalizer)
 
 
-class Hessian(Criterion):
+class Hessian(_GradientCriterion):
     """Second order (OBD with the diagonal empirical Fisher as Hessian): per element
     ``0.5 * w^2 * mean(g^2)``, summed over every slice of the group."""
 
     name = "hessian"
-    needs_data = True
-
-    def __init__(self, normalizer: str | tuple = "mean", scope: str = "full"):
-        self.normalizer, self.scope = normalizer, scope
 
     def __call__(self, gm: fx.GraphModule, data: Iterable | None = None, loss_fn: Callable | None = None) -> dict:
         _, g2, n = _grad_stats(gm, _batches(data, loss_fn, "hessian"), loss_fn)  # type: ignore[arg-type]

@@ -60,7 +60,7 @@ class Plan:
     def restrict(self, exact: bool = True) -> "Plan":
         """The same plan with only exact groups pruned (approximate ones keep everything)."""
         keep = {g: k for g, k in self.keep.items() if self.group(g).exact or not exact}
-        return Plan(self.ratio, self.groups, keep, exact_only=True, meta=dict(self.meta))
+        return Plan(self.ratio, self.groups, keep, exact_only=exact or self.exact_only, meta=dict(self.meta))
 
     def masks(self) -> dict[int, torch.Tensor]:
         out = {}

@@ -9,6 +9,7 @@ ensures:  every parameter dim the rules relate to data has a layout; every class
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,7 +209,7 @@ class _Analyzer:
         args = map_aggregate(node.args, self._lookup)
         kwargs = map_aggregate(node.kwargs, self._lookup)
         # picking from a tuple/list result is structural, not an op
-        if node.target is _getitem and not isinstance(args[0], Val) and isinstance(args[0], (list, tuple)):
+        if node.target is operator.getitem and not isinstance(args[0], Val) and isinstance(args[0], (list, tuple)):
             return args[0][args[1]]
         ctx = Ctx(self.ax, node, spec, self.param)
         reason = None
@@ -292,18 +293,17 @@ class _Analyzer:
             if key in param_layouts:
                 param_layouts[name] = param_layouts[key]
 
-        pinned: dict[int, str] = {}
-        for a, reason, where in ax.pins:
-            for leaf in ax.leaves(a):
-                c = ids.get(ax.find(leaf))
-                if c is not None and c not in pinned:
-                    pinned[c] = f"{reason} ({where})" if where and where not in reason else reason
-        approx: dict[int, str] = {}
-        for a, reason, where in ax.approx:
-            for leaf in ax.leaves(a):
-                c = ids.get(ax.find(leaf))
-                if c is not None and c not in approx:
-                    approx[c] = f"{reason} ({where})"
+        def first_reason(marks: list[tuple[int, str, str]]) -> dict[int, str]:
+            """For each class under a marked axis, the first mark's reason and node."""
+            out: dict[int, str] = {}
+            for a, reason, where in marks:
+                for leaf in ax.leaves(a):
+                    c = ids.get(ax.find(leaf))
+                    if c is not None and c not in out:
+                        out[c] = f"{reason} ({where})" if where and where not in reason else reason
+            return out
+
+        pinned, approx = first_reason(ax.pins), first_reason(ax.approx)
         members: dict[int, list[tuple[str, int]]] = {}
         for key, lays in param_layouts.items():
             if self.canon.get(key, key) != key:
@@ -318,9 +318,6 @@ class _Analyzer:
         )
         extra = {n: {k: layout(a) for k, a in r.items()} for n, r in self.records.items()}
         return Analysis(classes, param_layouts, tuple(self.unsupported), extra=extra)
-
-
-_getitem = __import__("operator").getitem
 
 
 def _vals(v: Any) -> list[Val]:

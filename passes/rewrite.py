@@ -19,7 +19,7 @@ from torch import fx, nn
 from torch.fx.node import map_aggregate
 
 from .axes import Layout, kept_positions
-from .dependency import Analysis, NodeDims
+from .dependency import Analysis, NodeDims, _has_tensor
 from .keys import ANALYSIS, DIMS, PLAN, SPEC
 from .rules import _FUNCS, _METHODS, _MODULES, _SIGS
 
@@ -30,8 +30,10 @@ _MODULE_UPDATES: dict[type, Callable[..., None]] = {}
 
 
 def register_rewrite(key: str) -> Callable:
-    """Hook for op ``key``: ``fn(rw, node, args, kwargs) -> (target_or_None, args, kwargs)``
-    re-derives the node's size arguments; args are already mapped into the new graph."""
+    """Hook for op ``key``: ``fn(rw, node, args, kwargs, graph, taint)`` re-derives the node's
+    size arguments. ``args``/``kwargs`` are already mapped into the new ``graph``; ``taint``
+    holds the new-graph nodes whose value depends on a pruned size. Returns None (keep the
+    node as it is) or ``(new_target_or_None, args, kwargs)``."""
 
     def deco(fn: Callable) -> Callable:
         _REWRITES[key] = fn
@@ -110,7 +112,7 @@ def _taint(rw: Rewriter, gm: fx.GraphModule) -> dict[str, Any]:
 
     for node in gm.graph.nodes:
         spec = node.meta.get(SPEC)
-        if node.op in ("placeholder", "get_attr", "output") or _is_tensorish(spec):
+        if node.op in ("placeholder", "get_attr", "output") or _has_tensor(spec):
             continue
         src = node.args[0] if node.args else None
         if node.target in ("size", "shape") or (node.target is getattr and len(node.args) > 1 and node.args[1] == "shape"):
@@ -127,14 +129,6 @@ def _taint(rw: Rewriter, gm: fx.GraphModule) -> dict[str, Any]:
             deps = [taint.get(n.name, False) for n in node.all_input_nodes]
             taint[node.name] = any(any_t(t) for t in deps)
     return {k: v for k, v in taint.items() if any_t(v)}
-
-
-def _is_tensorish(spec: Any) -> bool:
-    if hasattr(spec, "shape") and hasattr(spec, "dtype"):
-        return True
-    if isinstance(spec, (list, tuple)):
-        return any(_is_tensorish(s) for s in spec)
-    return False
 
 
 # ------------------------------------------------------------------------------------------
@@ -311,7 +305,7 @@ def _update_unflatten(rw: Rewriter, node: fx.Node, m: nn.Unflatten) -> None:
 # ------------------------------------------------------------------------------------------
 # shape arguments of functions and methods
 # ------------------------------------------------------------------------------------------
-def _sizes_for(rw: Rewriter, node: fx.Node, given: Any, taint: set, graph: fx.Graph, first_dim: int = 0) -> Any:
+def _sizes_for(rw: Rewriter, node: fx.Node, given: Any, taint: set, first_dim: int = 0) -> Any:
     """Re-derive a list of sizes that map onto the node's output dims from ``first_dim``:
     changed dims get their new size; -1 and unchanged dynamic sizes stay as they were."""
     new = rw.new_shape(node)
@@ -339,11 +333,13 @@ def _unpack_sizes(args: tuple) -> tuple[list, bool]:
 @register_rewrite("reshape")
 def _rw_reshape(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
     name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
-    if name not in ("view", "reshape") or not any(rw.changed(node)) and not _uses_taint(node, taint):
-        if name == "unflatten":
-            x, dim, sizes = args[0], args[1], args[2]
-            d = dim if dim >= 0 else len(rw.old_shape(node.args[0])) + dim
-            return None, (x, dim, _sizes_for(rw, node, list(sizes), taint, graph, d)), kwargs
+    if name == "unflatten":
+        x, dim, sizes = args[0], args[1], args[2]
+        d = dim if dim >= 0 else len(rw.old_shape(node.args[0])) + dim
+        return None, (x, dim, _sizes_for(rw, node, list(sizes), taint, d)), kwargs
+    if name not in ("view", "reshape"):
+        return None  # flatten, squeeze, unsqueeze, view_as: no sizes to re-derive
+    if not any(rw.changed(node)) and not _uses_taint(args, kwargs, taint):
         return None
     x, rest = args[0], args[1:]
     if "shape" in kwargs:
@@ -356,21 +352,20 @@ def _rw_reshape(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: f
         packed = True
     else:
         sizes, packed = _unpack_sizes(rest)
-    new_sizes = _sizes_for(rw, node, sizes, taint, graph)
+    new_sizes = _sizes_for(rw, node, sizes, taint)
     return None, (x, tuple(new_sizes)) if (packed or node.op == "call_function") else (x, *new_sizes), kwargs
 
 
-def _uses_taint(node: fx.Node, taint: set) -> bool:
-    names = {t.name for t in taint}
-    return any(n.name in names for n in node.all_input_nodes)
+def _uses_taint(args: tuple, kwargs: dict, taint: set) -> bool:
+    hit: list[bool] = []
+    map_aggregate((args, kwargs), lambda n: hit.append(isinstance(n, fx.Node) and n in taint) or n)
+    return any(hit)
 
 
 @register_rewrite("expand")
 def _rw_expand(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
-    if node.target == "expand_as":
-        return None
     sizes, packed = _unpack_sizes(args[1:])
-    new = _sizes_for(rw, node, sizes, taint, graph)
+    new = _sizes_for(rw, node, sizes, taint)
     return None, (args[0], tuple(new)) if packed else (args[0], *new), kwargs
 
 
@@ -385,12 +380,12 @@ def _rw_create(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx
         head, rest = (), args
     if node.target in (torch.full, "new_full"):
         sizes, tail = list(rest[0]), rest[1:]
-        return None, head + (tuple(_sizes_for(rw, node, sizes, taint, graph)),) + tail, kwargs
+        return None, head + (tuple(_sizes_for(rw, node, sizes, taint)),) + tail, kwargs
     if "size" in kwargs:
-        kwargs = dict(kwargs, size=tuple(_sizes_for(rw, node, list(kwargs["size"]), taint, graph)))
+        kwargs = dict(kwargs, size=tuple(_sizes_for(rw, node, list(kwargs["size"]), taint)))
         return None, args, kwargs
     sizes, packed = _unpack_sizes(rest)
-    new = _sizes_for(rw, node, sizes, taint, graph)
+    new = _sizes_for(rw, node, sizes, taint)
     return None, head + ((tuple(new),) if packed else tuple(new)), kwargs
 
 
@@ -432,9 +427,7 @@ def _example(a: Any) -> Any:
 def _frozen(old: Any, new: Any, taint: set) -> Any:
     """``new`` (an argument mapped into the new graph), or its example value where it depends
     on a pruned size."""
-    hit: list[bool] = []
-    map_aggregate(new, lambda n: hit.append(isinstance(n, fx.Node) and n in taint) or n)
-    return _example(old) if any(hit) else new
+    return _example(old) if _uses_taint((new,), {}, taint) else new
 
 
 @register_rewrite("narrow")
@@ -493,16 +486,10 @@ def _rw_getitem(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: f
     return None, (args[0], new_idx), kwargs
 
 
+@register_rewrite("conv_transpose")
 @register_rewrite("conv")
 def _rw_conv(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
-    g = rw.extra(node, "groups")
-    if g is None:
-        return None
-    return None, *_replace(args, kwargs, 6, "groups", rw.new_size(g))
-
-
-@register_rewrite("conv_transpose")
-def _rw_conv_transpose(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
+    """groups is the 7th argument of F.conv*d and F.conv_transpose*d alike."""
     g = rw.extra(node, "groups")
     if g is None:
         return None

@@ -24,7 +24,7 @@ from torch import nn
 
 from .axes import Axes
 
-__all__ = ["Val", "Ctx", "register_rule", "register_module", "register_method", "lookup", "RULES"]
+__all__ = ["Val", "Ctx", "register_rule", "register_module", "register_method", "lookup", "op_name", "RULES"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,11 @@ class Ctx:
 
     def param(self, fqn: str) -> Val:
         return self._param(fqn)
+
+    @property
+    def returns_tensor(self) -> bool:
+        """Whether the node's result is one tensor (not a tuple, a size or a python value)."""
+        return hasattr(self.spec, "shape")
 
     def out_shape(self, i: int | None = None) -> tuple[int, ...]:
         spec = self.spec if i is None else self.spec[i]
@@ -255,7 +260,7 @@ _UNARY_FUNCS = [
     torch.rand_like, torch.randn_like, torch.relu_, torch.selu, torch.celu, torch.erfc, torch.log1p,
     torch.expm1, torch.sigmoid_, torch.trunc, torch.frac, torch.logical_not, torch.bitwise_not,
     torch.isnan, torch.isinf, torch.isfinite, torch.exp2, torch.log2, torch.log10,
-    torch.nn.functional.gelu, torch.hardshrink,
+    torch.hardshrink,
 ]  # fmt: skip
 _UNARY_METHODS = (
     "relu relu_ sigmoid sigmoid_ tanh tanh_ exp exp_ log log_ abs abs_ neg neg_ sqrt sqrt_ rsqrt "
@@ -309,7 +314,7 @@ _BINARY_METHODS = (
 def _elementwise(ctx: Ctx, input: Any, other: Any, *args: Any, **kwargs: Any) -> Any:
     """Broadcasting element-wise op: operand dims of the output's size are one class
     (this is what ties a squeeze-excitation gate to the channels it scales)."""
-    if not isinstance(ctx.spec, torch.Size) and not hasattr(ctx.spec, "shape"):
+    if not ctx.returns_tensor:
         return None  # python arithmetic on sizes
     return _broadcast(ctx, [input, other], ctx.out_shape())
 
@@ -624,7 +629,7 @@ def _glu_module(ctx: Ctx, mod: nn.GLU, fqn: str, input: Any) -> dict:
 # ------------------------------------------------------------------------------------------
 def _spatial(ctx: Ctx, input: Val, k: int, what: str) -> Any:
     """Leading dims pass through; the last ``k`` (spatial) dims are mixed and pinned."""
-    out_shape = ctx.out_shape() if hasattr(ctx.spec, "shape") else ctx.out_shape(0)
+    out_shape = ctx.out_shape()
     lead = input.axes[: input.ndim - k]
     sp_out = ctx.fresh(out_shape[len(lead):])
     ctx.pin(input.axes[input.ndim - k:] + sp_out, f"spatial dims mixed by {what}")
@@ -649,7 +654,7 @@ _POOL_MODULES = {
 def _make_pool(k: int) -> None:
     @register_rule(f"pool{k}d", *_POOL[k])
     def _pool(ctx: Ctx, input: Val, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("return_indices") or (not hasattr(ctx.spec, "shape")):
+        if kwargs.get("return_indices") or not ctx.returns_tensor:
             raise ValueError("pooling that returns indices is not described")
         return _spatial(ctx, input, k, "pooling")
 
@@ -740,9 +745,7 @@ def _reduce(ctx: Ctx, input: Val, *args: Any, **kwargs: Any) -> Any:
     dims = _dims(dim, input.ndim)
     ctx.pin([input.axes[d] for d in dims], "reduced over")
     kept = tuple(ctx.ax.new(1) if d in dims else a for d, a in enumerate(input.axes) if keepdim or d not in dims)
-    if hasattr(ctx.spec, "shape"):
-        return kept
-    return [kept for _ in ctx.spec]  # (values, indices)
+    return kept if ctx.returns_tensor else [kept for _ in ctx.spec]  # (values, indices)
 
 
 # ------------------------------------------------------------------------------------------
@@ -973,7 +976,7 @@ def _meta(ctx: Ctx, input: Any, *args: Any) -> Any:
     change at run time; the rewrite re-derives shape arguments that depend on them."""
     if isinstance(input, Val) and args and args[0] in ("T", "mT"):
         return input.axes[::-1] if args[0] == "T" else input.axes[:-2] + (input.axes[-1], input.axes[-2])
-    if hasattr(ctx.spec, "shape"):
+    if ctx.returns_tensor:
         raise ValueError(f"getattr {args[:1]} returns a tensor")
     return None
 
@@ -994,7 +997,6 @@ def _create(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
     """A new tensor from sizes: fresh axes; its size arguments are re-derived on rewrite."""
     return ctx.fresh(ctx.out_shape())
 
-__all__ += ["op_name"]
 
 
 # ------------------------------------------------------------------------------------------
