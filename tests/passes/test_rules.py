@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torch.nn.modules.activation as activation_mod
+import torchvision
 from fxprune.passes.rules import _MODULES
 from torch import nn
 
@@ -1538,3 +1539,34 @@ def test_new_tensor_from_data_pins():
     """new_tensor has no rule: the node is named in the report and a.out keeps 8 channels."""
     out, report, _ = _run_and_check(_NewTensorScale(), torch.randn(2, 3, 5, 5), expect_widths={"a.weight": (8, 3, 1, 1)})
     assert [u.op for u in report.unsupported] == [".new_tensor"]
+
+
+class _DropPathAndAssert(nn.Module):
+    """A residual branch through torchvision's stochastic_depth (drop-path, per sample) with a
+    shape check by torch._assert on the channel count, as timm writes it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 1)
+        self.b = nn.Conv2d(8, 8, 1)
+        self.c = nn.Conv2d(8, 4, 1)
+        # the module form: torch.fx.wrap keeps the call only inside torchvision's own module
+        self.drop = torchvision.ops.StochasticDepth(0.2, "row")
+
+    def forward(self, x):
+        y = self.a(x)
+        torch._assert(y.shape[1] == 8, "expected 8 channels")
+        y = y + self.drop(self.b(y))
+        return self.c(y)
+
+
+def test_stochastic_depth_and_assert():
+    """Both pass channels through: the residual class (a.out = b.out) halves, and the
+    assert's condition, computed from the pruned size, keeps its original value."""
+    out, report, _ = _run_and_check(
+        _DropPathAndAssert().eval(), torch.randn(2, 3, 5, 5),
+        expect_widths={"a.weight": (4, 3, 1, 1), "b.weight": (4, 4, 1, 1), "c.weight": (4, 4, 1, 1)},
+    )  # fmt: skip
+    assert not report.unsupported
+    targets = [n.target for n in out.graph.nodes if n.op == "call_function"]
+    assert torchvision.ops.stochastic_depth in targets and torch._assert in targets
