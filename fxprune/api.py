@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import fx, nn
 
-from .capture import as_inputs, capture
+from .capture import CAPTURES, as_inputs
+from .capture import capture as _capture
 from .importance import Criterion, get_criterion
 from .passes.dependency import analyze as _analyze
-from .passes.keys import ANALYSIS, REPORT
+from .passes.keys import ANALYSIS, INPUTS, REPORT
 from .passes.rewrite import rewrite
 from .plan import _check_ratio, make_plan
 from .report import Report, count_macs, count_params
@@ -20,9 +21,15 @@ from .verify import verify as _verify
 __all__ = ["compile", "analyze"]
 
 
-def analyze(model: nn.Module, example_inputs: Any) -> fx.GraphModule:
-    """Capture (if ``model`` is not already a GraphModule) and analyze. Returns the annotated
-    GraphModule; ``gm.meta["fxprune.analysis"]`` holds the classes and reasons.
+def _shapes_only(inputs: tuple) -> tuple:
+    """The example inputs without their values: tensors become meta tensors."""
+    return tuple(torch.empty(a.shape, dtype=a.dtype, device="meta") if isinstance(a, torch.Tensor) else a for a in inputs)
+
+
+def analyze(model: nn.Module, example_inputs: Any, *, capture: str = "auto") -> fx.GraphModule:
+    """Capture (if ``model`` is not already a GraphModule; ``capture``: "auto", "fx" or
+    "export", see ``fxprune.capture``) and analyze. Returns the annotated GraphModule;
+    ``gm.meta["fxprune.analysis"]`` holds the classes and reasons.
 
     Example:
         >>> gm = fxprune.analyze(model, torch.randn(1, 3, 32, 32))
@@ -32,7 +39,7 @@ def analyze(model: nn.Module, example_inputs: Any) -> fx.GraphModule:
     inputs = as_inputs(example_inputs)
     if isinstance(model, fx.GraphModule):
         return _analyze(model, inputs)
-    return _analyze(capture(model, inputs))
+    return _analyze(_capture(model, inputs, method=capture))
 
 
 def compile(
@@ -51,8 +58,13 @@ def compile(
     min_keep: int | float | None = None,
     ratios: Mapping[str, float] | None = None,
     ignore: Iterable[str] = (),
+    heads: str = "heads",
     data: Iterable | None = None,
     loss_fn: Callable | None = None,
+    capture: str = "auto",
+    depth: int | float | Sequence[str] | None = None,
+    depth_score: str = "cka",
+    mode: str = "width",
 ) -> fx.GraphModule:
     """Prune ``model`` and return a new, smaller GraphModule (``model`` is never modified).
 
@@ -72,8 +84,21 @@ def compile(
         min_keep: indices (int) or fraction (< 1) every group keeps.
         ratios: per-module ratio overrides, ``{"layer4.*": 0.7}`` (FQN globs).
         ignore: FQN globs of modules whose groups stay whole.
+        heads: the attention unit pruned: ``"heads"`` (default: whole heads, head_dim kept),
+            ``"head_dim"`` (every head kept, the same offsets removed from each) or ``"both"``.
         data, loss_fn: a few ``(inputs, target)`` batches and a loss, for data-driven
             criteria (taylor, hessian; zeroshot needs only inputs).
+        depth: remove whole blocks (residual branches ``y = x + f(x)``, ``fxprune.find_blocks``):
+            a count, a fraction of the removable blocks, or a list of block ids. Counts are
+            filled with the lowest-scored blocks on ``data``. With ``ratio``/``speedup``/
+            ``params`` the rest is width-pruned too (targets count against the original).
+        depth_score: "cka" (1 - linear CKA of the outputs without the block; inputs only),
+            "loss" (loss increase) or "taylor" (its first-order estimate); see fxprune.depth.
+        mode: "width" (default), "depth" (remove blocks until ``speedup``/``params`` is met) or
+            "joint" (width-only, depth-only and mixed candidates at ``speedup``; keeps the one
+            with the highest CKA to the original on ``data``; the candidates are in the report).
+        capture: "auto" (torch.fx.symbolic_trace, and torch.export where it fails), "fx" or
+            "export"; the report says which one was used.
 
     The report is ``out.meta["fxprune.report"]``.
 
@@ -84,10 +109,19 @@ def compile(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"fxprune.compile expects a torch.nn.Module, got {type(model).__name__}")
+    if depth is not None or mode != "width":  # whole blocks: fxprune.depth (it calls back here for width)
+        from .depth import compile_depth
+
+        opts = {k: v for k, v in locals().items() if k not in ("model", "compile_depth")}
+        out = compile_depth(model, **opts)
+        out.meta.setdefault(INPUTS, _shapes_only(as_inputs(example_inputs)))
+        return out
     if ratio is None and speedup is None and params is None:
         ratio = 0.5
     if ratio is not None:
         _check_ratio(ratio)  # before any work, so bad input costs nothing
+    if capture not in CAPTURES:
+        raise ValueError(f"capture={capture!r} is not one of {', '.join(map(repr, CAPTURES))}")
     if scores is None:
         criterion = get_criterion(importance)
         if criterion.needs_data and data is None:
@@ -100,7 +134,7 @@ def compile(
     t = time.perf_counter()
     gm = model if isinstance(model, fx.GraphModule) and ANALYSIS in model.meta else None
     if gm is None:
-        gm = capture(model, inputs)
+        gm = _capture(model, inputs, method=capture)
         seconds["capture"] = time.perf_counter() - t
         t = time.perf_counter()
         _analyze(gm)
@@ -112,7 +146,7 @@ def compile(
     t = time.perf_counter()
     plan = make_plan(
         gm, ratio, scores, exact=exact, round_to=round_to, min_keep=min_keep, global_ranking=global_ranking,
-        speedup=speedup, params=params, ratios=ratios, ignore=ignore, example_inputs=inputs,
+        speedup=speedup, params=params, ratios=ratios, ignore=ignore, example_inputs=inputs, heads=heads,
     )  # fmt: skip
     seconds["plan"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -130,6 +164,7 @@ def compile(
         seconds=seconds,
     )
     out.meta[REPORT] = report
+    out.meta[INPUTS] = _shapes_only(inputs)
     if verify:
         report.verification = _verify(gm, out, inputs, plan=plan)
     return out

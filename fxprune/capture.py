@@ -1,8 +1,25 @@
-"""Capture: a model becomes an ``fx.GraphModule`` with shapes propagated, the model untouched."""
+"""Capture: a model becomes an ``fx.GraphModule`` with shapes propagated, the model untouched.
+
+Two ways to capture, tried in this order by ``capture="auto"`` (the default):
+
+- ``"fx"``: ``torch.fx.symbolic_trace``. The graph calls your modules, functions and
+  methods, so it stays close to your code and works for any input shape.
+- ``"export"``: ``torch.export.export(..., strict=False)`` and ``ExportedProgram.module()``.
+  It runs your Python for real on fake tensors, so shape-dependent control flow and the
+  Hugging Face ``transformers`` models trace. The graph holds ATen ops
+  (``torch.ops.aten.linear.default``, ...), which ``passes/aten.py`` maps onto the same rules.
+  Its parameters and buffers keep your model's FQNs (``model.layers.0.mlp.up_proj.weight``).
+  The graph is specialized to the example inputs' shapes and to eval mode: the pruned
+  module runs on inputs of those shapes (its guards say so otherwise).
+
+``gm.meta["fxprune.capture"]`` says which one was used ("symbolic_trace" or
+"torch.export"); the report prints it.
+"""
 
 from __future__ import annotations
 
 import copy
+import operator
 from typing import Any
 
 import torch
@@ -12,7 +29,10 @@ from .errors import CaptureError
 from .passes.dependency import propagate
 from .passes.keys import CAPTURE
 
-__all__ = ["capture", "as_inputs"]
+__all__ = ["capture", "as_inputs", "CAPTURES"]
+
+#: accepted values of ``capture=``
+CAPTURES = ("auto", "fx", "export")
 
 
 def as_inputs(example_inputs: Any) -> tuple:
@@ -28,54 +48,176 @@ def as_inputs(example_inputs: Any) -> tuple:
 
 def _describe(inputs: tuple) -> str:
     return ", ".join(
-        f"{tuple(a.shape)} {str(a.dtype).replace('torch.', '')}" if isinstance(a, torch.Tensor) else type(a).__name__
+        f"{tuple(a.shape)} {str(a.dtype).replace('torch.', '')}"
+        if isinstance(a, torch.Tensor)
+        else type(a).__name__
         for a in inputs
     )
 
 
-def capture(model: nn.Module, example_inputs: Any) -> fx.GraphModule:
-    """Trace a deep copy of ``model`` with ``torch.fx.symbolic_trace`` (in eval mode, so
-    python-level ``if self.training`` branches take their inference path; leaf modules keep
-    the model's train/eval flags) and propagate shapes from ``example_inputs``.
+def _first_line(e: BaseException, limit: int = 300) -> str:
+    msg = str(e).strip().splitlines()
+    text = msg[0] if msg else ""
+    return f"{type(e).__name__}: {text[:limit]}"
 
-    Raises:
-        TypeError: ``model`` is not an ``nn.Module``.
-        CaptureError: tracing failed, or the example inputs do not run the model.
 
-    Example:
-        >>> gm = capture(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64))
-        >>> gm.meta["fxprune.capture"]
-        'symbolic_trace'
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"fxprune expects a torch.nn.Module, got {type(model).__name__}")
-    inputs = as_inputs(example_inputs)
+def _copy(model: nn.Module) -> nn.Module:
     try:
-        work = copy.deepcopy(model)
+        return copy.deepcopy(model)
     except Exception as e:  # noqa: BLE001 - any failure to copy is the user's to see
         raise CaptureError(
             f"fxprune.capture: could not deep-copy {type(model).__name__} ({type(e).__name__}: {e}); "
             "fxprune never edits your model in place, so it needs a copy"
         ) from e
+
+
+def _by_symbolic_trace(model: nn.Module) -> fx.GraphModule:
+    work = _copy(model)
     modes = {name: m.training for name, m in work.named_modules()}
     work.eval()
-    try:
-        gm = fx.symbolic_trace(work)
-    except Exception as e:  # noqa: BLE001
-        raise CaptureError(
-            f"fxprune.capture: torch.fx.symbolic_trace could not trace {type(model).__name__}: "
-            f"{type(e).__name__}: {e}\nTry: make control flow independent of tensor values, wrap the "
-            "offending function with torch.fx.wrap, or trace the model yourself and pass the GraphModule."
-        ) from e
+    gm = fx.symbolic_trace(work)
     for name, m in gm.named_modules():
         if name in modes:
             m.training = modes[name]
     gm.meta[CAPTURE] = "symbolic_trace"
+    return gm
+
+
+def _by_export(model: nn.Module, inputs: tuple) -> fx.GraphModule:
+    work = _copy(model).eval()
+    ep = torch.export.export(work, inputs, strict=False)
+    gm = ep.module()
+    # ExportedProgram.module() makes train()/eval() raise. Its graph is the eval-mode forward
+    # whatever the flag says; fxprune's passes set the flag (propagate, verify), so the
+    # plain nn.Module methods come back, and the flag stays False.
+    for attr in ("train", "eval"):
+        gm.__dict__.pop(attr, None)
+    gm.eval()
+    _inline_grad_regions(gm)
+    gm.meta[CAPTURE] = "torch.export"
+    return gm
+
+
+def _inline_grad_regions(gm: fx.GraphModule) -> None:
+    """Replace each ``wrap_with_set_grad_enabled(enabled, submod, *args)`` (a ``torch.no_grad()``
+    region, e.g. the rotary embedding of Llama) by the submodule's ops, between
+    ``torch._C._set_grad_enabled(enabled)`` and a restore of the previous grad mode, so that
+    the analysis sees through it and the grad mode is kept. A region that reads attributes
+    of its own stays a call (no rule: its channels are pinned and the report names it)."""
+    hop = getattr(torch.ops.higher_order, "wrap_with_set_grad_enabled", None)
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if hop is None or node.op != "call_function" or node.target is not hop:
+            continue
+        enabled, sub_node, *args = node.args
+        if not isinstance(sub_node, fx.Node) or sub_node.op != "get_attr":
+            continue
+        sub = getattr(gm, sub_node.target)
+        body = sub.graph
+        if any(n.op in ("get_attr", "call_module") for n in body.nodes):
+            continue
+        users = list(node.users)
+        if not all(u.op == "call_function" and u.target is operator.getitem for u in users):
+            continue
+        placeholders = [n for n in body.nodes if n.op == "placeholder"]
+        val_map: dict[fx.Node, Any] = dict(zip(placeholders, args))
+        with graph.inserting_before(node):
+            prev = graph.call_function(torch.is_grad_enabled, ())
+            graph.call_function(torch._C._set_grad_enabled, (enabled,))
+            out = graph.graph_copy(body, val_map)
+            graph.call_function(torch._C._set_grad_enabled, (prev,))
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        for u in users:
+            u.replace_all_uses_with(outs[u.args[1]])
+            graph.erase_node(u)
+        graph.erase_node(node)
+        if not sub_node.users:
+            graph.erase_node(sub_node)
+            delattr(gm, sub_node.target)
+    graph.lint()
+    gm.recompile()
+
+
+def capture(model: nn.Module, example_inputs: Any, *, method: str = "auto") -> fx.GraphModule:
+    """Capture a deep copy of ``model`` as a GraphModule and propagate shapes from
+    ``example_inputs``. ``method``: ``"fx"`` (``torch.fx.symbolic_trace``, in eval mode, so
+    python-level ``if self.training`` branches take their inference path; leaf modules keep
+    the model's train/eval flags), ``"export"`` (``torch.export.export(strict=False)``,
+    unlifted; parameters keep the model's FQNs; specialized to the example shapes and eval
+    mode) or ``"auto"`` (fx, and export where fx fails).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: ``method`` is not one of "auto", "fx", "export".
+        CaptureError: no method could capture the model (the message quotes each failure),
+            or the example inputs do not run the model.
+
+    Example:
+        >>> gm = capture(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64))
+        >>> gm.meta["fxprune.capture"]
+        'symbolic_trace'
+        >>> capture(transformers.BertModel(cfg), ids).meta["fxprune.capture"]
+        'torch.export'
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fxprune expects a torch.nn.Module, got {type(model).__name__}")
+    if method not in CAPTURES:
+        raise ValueError(f"capture={method!r} is not one of {', '.join(map(repr, CAPTURES))}")
+    inputs = as_inputs(example_inputs)
+    name = type(model).__name__
+    fx_error: BaseException | None = None
+    run_error: BaseException | None = None
+    if method in ("auto", "fx"):
+        try:
+            gm = _by_symbolic_trace(model)
+        except CaptureError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            fx_error = e
+        else:
+            try:
+                propagate(gm, inputs)
+                return gm
+            except Exception as e:  # noqa: BLE001
+                run_error = e
+        if method == "fx":
+            if run_error is not None:
+                raise _inputs_error(name, inputs, run_error) from run_error
+            raise CaptureError(
+                f"fxprune.capture: torch.fx.symbolic_trace could not trace {name}: {_first_line(fx_error)}\n"
+                "Try: capture='export' (torch.export handles shape-dependent control flow), make control "
+                "flow independent of tensor values, wrap the offending function with torch.fx.wrap, or "
+                "trace the model yourself and pass the GraphModule."
+            ) from fx_error
+    try:
+        gm = _by_export(model, inputs)
+    except CaptureError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        if run_error is not None:  # fx traced, but neither graph runs on these inputs
+            raise _inputs_error(name, inputs, run_error, e) from run_error
+        first = (
+            f"torch.fx.symbolic_trace could not trace {name}: {_first_line(fx_error)}\n"
+            if fx_error is not None else ""
+        )  # fmt: skip
+        raise CaptureError(
+            f"fxprune.capture: {first}torch.export.export(strict=False) could not export {name} either: "
+            f"{_first_line(e)}\nTry: make control flow independent of tensor values (torch.export cannot "
+            "branch on a tensor's value; use torch.cond), check that example_inputs "
+            f"({_describe(inputs)}) run the model, or trace the model yourself and pass the GraphModule."
+        ) from e
     try:
         propagate(gm, inputs)
     except Exception as e:  # noqa: BLE001
-        raise CaptureError(
-            f"fxprune.capture: the example inputs ({_describe(inputs)}) do not run {type(model).__name__}: "
-            f"{type(e).__name__}: {e}\nPass example_inputs with the shapes and dtypes the model's forward expects."
-        ) from e
+        raise _inputs_error(name, inputs, e) from e
     return gm
+
+
+def _inputs_error(
+    name: str, inputs: tuple, e: BaseException, export_error: BaseException | None = None
+) -> CaptureError:
+    also = f" (torch.export failed too: {_first_line(export_error)})" if export_error is not None else ""
+    return CaptureError(
+        f"fxprune.capture: the example inputs ({_describe(inputs)}) do not run {name}: "
+        f"{type(e).__name__}: {e}{also}\nPass example_inputs with the shapes and dtypes the model's forward expects."
+    )

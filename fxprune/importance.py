@@ -31,6 +31,7 @@ from torch import fx, nn
 from .passes.axes import coords
 from .passes.dependency import Analysis, NodeDims
 from .passes.keys import ANALYSIS, DIMS
+from .report import _modes, _restore
 
 __all__ = [
     "Scores", "Criterion", "Magnitude", "Random", "BNScale", "Taylor", "Hessian", "ZeroShot",
@@ -74,6 +75,11 @@ def slice_stats(
         dims = [d for d, lay in enumerate(layouts) if any(c in wanted for c in lay.classes())]
         if not dims:
             continue
+        if t.is_meta:
+            raise ValueError(
+                f"fxprune.importance: {fqn} is on the meta device and has no values to score; "
+                "use importance='random' (e.g. to time an analysis) or pass scores=, or load real weights"
+            )
         w = t.detach().abs()
         w = w.pow(p) if p != 1 else w
         for d in dims:
@@ -213,7 +219,7 @@ def _grad_stats(gm: fx.GraphModule, data: Iterable, loss_fn: Callable) -> tuple[
     params = dict(gm.named_parameters())
     g1 = {k: torch.zeros_like(v) for k, v in params.items()}
     g2 = {k: torch.zeros_like(v) for k, v in params.items()}
-    was = gm.training
+    was = _modes(gm)
     gm.eval()
     n = 0
     try:
@@ -231,7 +237,7 @@ def _grad_stats(gm: fx.GraphModule, data: Iterable, loss_fn: Callable) -> tuple[
             n += 1
     finally:
         gm.zero_grad(set_to_none=True)
-        gm.train(was)
+        _restore(gm, was)
     return g1, g2, max(n, 1)
 
 
@@ -308,7 +314,7 @@ class ZeroShot(Criterion):
                                 hits[c].index_add_(0, m[ok], torch.ones_like(per_pos[ok]))
                 return out
 
-        was = gm.training
+        was = _modes(gm)
         gm.eval()
         try:
             with torch.no_grad():
@@ -316,7 +322,7 @@ class ZeroShot(Criterion):
                     inputs = batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else batch
                     _Watch(gm).run(*(inputs if isinstance(inputs, (tuple, list)) else (inputs,)))
         finally:
-            gm.train(was)
+            _restore(gm, was)
         weights = magnitude(gm)
         out = {}
         for c in acc:

@@ -14,6 +14,7 @@ from torch import fx, nn
 
 from .errors import PlanError
 from .passes.axes import Layout
+from .passes.blocks import REMOVED
 from .passes.dependency import Analysis
 from .passes.keys import ANALYSIS, SPEC
 
@@ -46,6 +47,9 @@ class Plan:
     keep: Mapping[int, tuple[int, ...]]
     exact_only: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
+    #: ids of whole blocks (branches of an add) removed before the width groups apply
+    #: (``fxprune.find_blocks``); the groups are then those of the graph without them.
+    removed_blocks: tuple[str, ...] = ()
 
     def removed(self, gid: int) -> int:
         g = self.group(gid)
@@ -60,7 +64,8 @@ class Plan:
     def restrict(self, exact: bool = True) -> "Plan":
         """The same plan with only exact groups pruned (approximate ones keep everything)."""
         keep = {g: k for g, k in self.keep.items() if self.group(g).exact or not exact}
-        return Plan(self.ratio, self.groups, keep, exact_only=exact or self.exact_only, meta=dict(self.meta))
+        return Plan(self.ratio, self.groups, keep, exact_only=exact or self.exact_only, meta=dict(self.meta),
+                    removed_blocks=self.removed_blocks)
 
     def masks(self) -> dict[int, torch.Tensor]:
         out = {}
@@ -76,6 +81,23 @@ class Plan:
         kept = sum(len(self.keep.get(g.id, range(g.size))) for g in self.groups)
         return kept / total if total else 1.0
 
+    def _repr_html_(self) -> str:
+        """Jupyter: one row per group (size, kept, removed, exact or why approximate, members)."""
+        import html
+
+        from tabulate import tabulate
+
+        rows = []
+        for g in self.groups:
+            kept = len(self.keep.get(g.id, range(g.size)))
+            members = ", ".join(f"{p}[{d}]" for p, d in g.params[:3]) + (f" +{len(g.params) - 3}" if len(g.params) > 3 else "")
+            kind = "exact" if g.exact else f"approx ({g.approx_reason})"
+            rows.append([g.id, g.size, kept, g.size - kept, html.escape(kind), html.escape(members)])
+        head = (f"<b>fxprune plan</b>: ratio {self.ratio:g}, {len(self.keep)} of {len(self.groups)} groups pruned, "
+                f"{self.kept_fraction():.1%} of grouped indices kept{' (exact groups only)' if self.exact_only else ''}")  # fmt: skip
+        table = tabulate(rows, headers=["group", "size", "kept", "removed", "kind", "members"], tablefmt="unsafehtml")
+        return f"<p>{head}</p>\n{table}"
+
     def to_json(self) -> str:
         d = asdict(self)
         d["keep"] = {str(k): list(v) for k, v in self.keep.items()}
@@ -89,7 +111,8 @@ class Plan:
             for g in d["groups"]
         )
         keep = {int(k): tuple(v) for k, v in d["keep"].items()}
-        return cls(d["ratio"], groups, keep, d.get("exact_only", False), d.get("meta", {}))
+        return cls(d["ratio"], groups, keep, d.get("exact_only", False), d.get("meta", {}),
+                   tuple(d.get("removed_blocks", ())))
 
     def check(self, analysis: Analysis) -> None:
         """Fail clearly if this plan was made for another model (or another analysis)."""
@@ -105,6 +128,64 @@ class Plan:
                 )
             if not c.prunable:
                 raise PlanError(f"fxprune.rewrite: plan prunes group {g.id}, which this model pins: {c.pinned}")
+
+
+HEADS_MODES = ("heads", "head_dim", "both")
+
+
+def _head_classes(analysis: Analysis) -> set[int]:
+    """Classes of the dims attention rules recorded as heads (the batch-like dim of q.k)."""
+    out: set[int] = set()
+    for rec in analysis.extra.values():
+        lay = rec.get("heads") if isinstance(rec, dict) else None
+        if lay is not None:
+            out.update(lay.classes())
+    return out
+
+
+def _heads_split(analysis: Analysis, exact: bool, heads: str) -> tuple[dict[int, int], set[int]]:
+    """Attention units: (factor counts for the pruned unit, classes that keep every index).
+
+    ``heads="heads"``: heads classes take the whole ratio; classes sharing a product dim with
+    a heads class (head_dim: the offsets inside each head) keep everything.
+    ``heads="head_dim"``: heads classes keep everything; their product siblings take the
+    whole ratio (the same offsets removed from every head). ``"both"``: the ratio is spread
+    over heads and head_dim like any product (``_factors``).
+    """
+    if heads not in HEADS_MODES:
+        raise ValueError(f"heads must be one of {HEADS_MODES}, got {heads!r}")
+    prunable = {c.id for c in analysis.prunable() if c.size > 1 and (c.approx is None or not exact)}
+    hs = _head_classes(analysis) & prunable
+    k: dict[int, int] = {}
+    keep: set[int] = set()
+    if heads == "both" or not hs:
+        return k, keep
+    if heads == "head_dim":
+        keep |= hs
+
+    def visit(lay: Layout) -> None:
+        if lay.kind == "prod":
+            inside = set(lay.classes()) & prunable
+            h = inside & hs
+            if h:
+                unit = h if heads == "heads" else inside - h
+                for c in unit:
+                    k[c] = max(k.get(c, 1), len(unit))
+                if heads == "heads":
+                    keep.update(inside - h)
+        for p in lay.parts:
+            if lay.kind == "cat":
+                visit(p)
+
+    seen: set[int] = set()
+    for lays in analysis.param_layouts.values():
+        for lay in lays:
+            if id(lay) not in seen:
+                seen.add(id(lay))
+                visit(lay)
+    if heads == "heads":
+        keep -= hs
+    return k, keep
 
 
 def _factors(analysis: Analysis, exact: bool) -> dict[int, int]:
@@ -171,14 +252,17 @@ def _order(s: torch.Tensor) -> list[int]:
 def _allocate(
     analysis: Analysis, scores: Mapping[int, torch.Tensor], ratio: float, *, exact: bool, round_to: int,
     min_keep: int | float | None, global_ranking: bool, ratios: Mapping[str, float], ignore: Iterable[str],
+    heads: str = "heads",
 ) -> tuple[list[Group], dict[int, tuple[int, ...]]]:  # fmt: skip
     """Kept indices per group for one overall ``ratio``."""
     groups, counts, candidates = [], {}, []
     factors = _factors(analysis, exact)
+    head_factors, whole = _heads_split(analysis, exact, heads)
+    factors.update(head_factors)
     for c in analysis.prunable():
         g = Group(c.id, c.size, c.params, c.approx is None, c.approx)
         groups.append(g)
-        if (exact and not g.exact) or any(_matches(p, ignore) for p, _ in c.params):
+        if (exact and not g.exact) or c.id in whole or any(_matches(p, ignore) for p, _ in c.params):
             continue
         s = scores.get(c.id)
         if s is None or s.numel() != c.size:
@@ -231,6 +315,7 @@ def make_plan(
     ignore: Iterable[str] = (),
     example_inputs: Any = None,
     tolerance: float = 0.01,
+    heads: str = "heads",
 ) -> Plan:
     """Decide which indices of every prunable group to keep.
 
@@ -250,6 +335,11 @@ def make_plan(
     Where one channel dim is a product of k prunable groups (a grouped conv's groups and
     channels per group), each loses ``1 - (1 - r) ** (1 / k)`` under uniform allocation, so
     the dim as a whole loses about ``r``. ``scores`` defaults to group L2 magnitude.
+
+    Attention (``heads``): ``"heads"`` (default) removes whole heads, each attention loses
+    ``r`` of its heads and head_dim stays (the softmax scale, kernels' head_dim constraints
+    and the per-head computation are unchanged); ``"head_dim"`` keeps every head and removes
+    the same offsets from each; ``"both"`` spreads ``r`` over the two like any product.
 
     Example:
         >>> plan = make_plan(gm, speedup=2.0)
@@ -274,6 +364,8 @@ def make_plan(
         raise ValueError(f"min_keep must be a positive int or a fraction in (0, 1), got {min_keep!r}")
     if isinstance(ignore, str):
         ignore = [ignore]
+    if heads not in HEADS_MODES:
+        raise ValueError(f"heads must be one of {HEADS_MODES} (the attention unit pruned), got {heads!r}")
     analysis: Analysis = gm.meta.get(ANALYSIS)
     if analysis is None:
         raise PlanError("fxprune.make_plan: no fxprune.analysis on this GraphModule; run fxprune.analyze first")
@@ -282,11 +374,11 @@ def make_plan(
 
         scores = magnitude(gm, 2)
     opts = dict(exact=exact, round_to=round_to, min_keep=min_keep, global_ranking=global_ranking,
-                ratios=dict(ratios or {}), ignore=list(ignore))  # fmt: skip
+                ratios=dict(ratios or {}), ignore=list(ignore), heads=heads)  # fmt: skip
 
     def plan_at(r: float) -> Plan:
         groups, keep = _allocate(analysis, scores, r, **opts)  # type: ignore[arg-type]
-        return Plan(float(r), tuple(groups), keep, exact_only=exact)
+        return Plan(float(r), tuple(groups), keep, exact_only=exact, removed_blocks=tuple(gm.meta.get(REMOVED, ())))
 
     if not targets:
         return plan_at(float(ratio))  # type: ignore[arg-type]

@@ -17,25 +17,37 @@ from .plan import Plan
 __all__ = ["Report", "count_macs", "count_params", "latency_ms"]
 
 
+def _modes(m: nn.Module) -> dict[str, bool]:
+    return {name: sub.training for name, sub in m.named_modules()}
+
+
+def _restore(m: nn.Module, modes: dict[str, bool]) -> None:
+    """Give every submodule back its own train/eval flag (``m.train(was)`` would give them all
+    the root's)."""
+    for name, sub in m.named_modules():
+        if name in modes:
+            sub.training = modes[name]
+
+
 def count_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
 def count_macs(m: nn.Module, inputs: tuple) -> int:
     """Multiply-accumulates of one forward pass, from torch.utils.flop_counter (FLOPs / 2)."""
-    was = m.training
+    modes = _modes(m)
     m.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             m(*inputs)
     finally:
-        m.train(was)
+        _restore(m, modes)
     return int(counter.get_total_flops() // 2)
 
 
 def latency_ms(m: nn.Module, inputs: tuple, *, warmup: int = 3, iters: int = 10) -> float:
     """Median wall-clock milliseconds of one forward pass (eval mode, no grad)."""
-    was = m.training
+    modes = _modes(m)
     m.eval()
     times = []
     try:
@@ -47,7 +59,7 @@ def latency_ms(m: nn.Module, inputs: tuple, *, warmup: int = 3, iters: int = 10)
                 m(*inputs)
                 times.append((time.perf_counter() - t0) * 1e3)
     finally:
-        m.train(was)
+        _restore(m, modes)
     times.sort()
     return times[len(times) // 2]
 
@@ -74,6 +86,12 @@ class Report:
     macs_after: int
     seconds: dict[str, float] = field(default_factory=dict)
     verification: Any = None
+    notes: list[str] = field(default_factory=list)
+    #: removed blocks (depth pruning): [id, kind, parameters, score] rows, and the score used
+    blocks: list[list[Any]] = field(default_factory=list)
+    depth_score: str | None = None
+    #: mode="joint": one dict per candidate (width / depth / mixed), "selected" marks the kept one
+    candidates: list[dict[str, Any]] = field(default_factory=list)
 
     # -- tables ---------------------------------------------------------------------------
     def group_rows(self) -> list[list[Any]]:
@@ -118,16 +136,65 @@ class Report:
         if self.unsupported:
             lines.append("ops without a rule (their channels stay whole):")
             lines.extend(f"  {u.message()}" for u in self.unsupported)
+        lines.extend(self._depth_lines())
+        lines.extend(self._approx_lines())
         if self.verification is not None:
             lines.append(str(self.verification))
+        lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
+
+    def _approx_lines(self) -> list[str]:
+        """The approximate groups the plan pruned, apart, with the measured output deviation."""
+        groups = [g for g in self.plan.groups if not g.exact and g.id in self.plan.keep]
+        if not groups:
+            return []
+        err = getattr(self.verification, "approx_rel_err", None)
+        how = f"together they move the outputs by {err:.2e} (relative, measured)" if err is not None else (
+            "their output deviation is not measured: pass verify=True")
+        out = [f"approximate groups pruned ({how}):"]
+        for g in groups:
+            members = ", ".join(f"{p}[{d}]" for p, d in g.params[:2]) + (f" +{len(g.params) - 2}" if len(g.params) > 2 else "")
+            out.append(f"  group {g.id}: {g.size} -> {len(self.plan.keep[g.id])}, {g.approx_reason or 'approximate'}; {members}")
+        return out
+
+    def block_rows(self) -> list[list[Any]]:
+        ids = [r[0] for r in self.blocks]
+        rest = [b for b in getattr(self.plan, "removed_blocks", ()) if b not in ids]
+        return [[i, k, _fmt(n), "-" if s is None else f"{s:.4g}"] for i, k, n, s in self.blocks] + [[b, "-", "-", "-"] for b in rest]
+
+    def candidate_rows(self) -> list[list[Any]]:
+        def f(v: Any, spec: str) -> str:
+            return "-" if v is None else format(v, spec)
+
+        return [
+            ["*" if c["selected"] else "", c["candidate"], c["blocks removed"], f(c["width ratio"], ".3f"),
+             "-" if c["MACs"] is None else _fmt(c["MACs"]), f(c["speedup"], ".2f"),
+             "-" if c["params"] is None else _fmt(c["params"]), f(c["cka"], ".4f"), c["note"]]
+            for c in self.candidates
+        ]  # fmt: skip
+
+    _BLOCK_HEAD = ["block", "kind", "params", "score"]
+    _CAND_HEAD = ["", "candidate", "blocks", "width ratio", "MACs", "speedup", "params", "CKA", "note"]
+
+    def _depth_lines(self) -> list[str]:
+        out = []
+        if self.block_rows():
+            out.append(f"{len(self.block_rows())} blocks removed (score: {self.depth_score or 'named'}):")
+            out.append(tabulate(self.block_rows(), headers=self._BLOCK_HEAD))
+        if self.candidates:
+            out.append("joint candidates at the same MACs target (* = highest CKA to the original, kept):")
+            out.append(tabulate(self.candidate_rows(), headers=self._CAND_HEAD))
+        return out
 
     def _how(self) -> str:
         meta = self.plan.meta
+        n = len(getattr(self.plan, "removed_blocks", ()))
+        depth = f"{n} blocks removed, " if n else ""  # depth pruning (fxprune.depth)
         for kind in ("speedup", "params"):
             if kind in meta:
-                return f"target {kind} {meta['target']}x reached {meta[kind]:.3f}x at ratio {self.plan.ratio:.3f}"
-        return f"ratio {self.plan.ratio}"
+                at = f"({depth}at ratio {self.plan.ratio:.3f})" if n else f"at ratio {self.plan.ratio:.3f}"
+                return f"target {kind} {meta['target']}x reached {meta[kind]:.3f}x {at}"
+        return f"{depth}ratio {self.plan.ratio}"
 
     def details(self) -> str:
         """Every group and every pinned class, as text tables."""
@@ -145,6 +212,10 @@ class Report:
         ]
         if self.pinned_rows():
             parts.append(tabulate(self.pinned_rows(), headers=["class", "size", "pinned because", "members"], tablefmt="html"))
+        if self.block_rows():
+            parts.append(tabulate(self.block_rows(), headers=self._BLOCK_HEAD, tablefmt="html"))
+        if self.candidates:
+            parts.append(tabulate(self.candidate_rows(), headers=self._CAND_HEAD, tablefmt="html"))
         if self.verification is not None:
             parts.append(f"<p>{self.verification}</p>")
         return "\n".join(parts)

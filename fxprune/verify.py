@@ -10,6 +10,7 @@ import torch
 from torch import fx, nn
 
 from .capture import as_inputs, capture
+from .passes.blocks import pending_blocks, remove_blocks, zero_blocks
 from .passes.dependency import analyze
 from .passes.keys import ANALYSIS, REPORT
 from .passes.rewrite import Rewriter, rewrite
@@ -65,10 +66,14 @@ def relative_error(a: Any, b: Any) -> float:
 
 
 def mask(gm: fx.GraphModule, plan: Plan) -> fx.GraphModule:
-    """A copy of the analyzed ``gm`` with every parameter slice the plan removes set to zero."""
-    out = copy.deepcopy(gm)
-    rw = Rewriter(gm, plan.masks())
-    layouts = gm.meta[ANALYSIS].param_layouts
+    """A copy of the analyzed ``gm`` with every parameter slice the plan removes set to zero,
+    and the output of every block it removes replaced by zeros at its add
+    (``fxprune.passes.blocks.zero_blocks``)."""
+    todo = pending_blocks(gm, plan.removed_blocks)
+    ref = remove_blocks(gm, todo) if todo else gm  # the graph the width groups belong to
+    out = zero_blocks(gm, todo) if todo else copy.deepcopy(gm)
+    rw = Rewriter(ref, plan.masks())
+    layouts = ref.meta[ANALYSIS].param_layouts
     with torch.no_grad():
         for fqn, p in out.named_parameters(remove_duplicate=False):
             for d, lay in enumerate(layouts.get(fqn, ())):
@@ -114,7 +119,9 @@ def verify(
         if report is None or report.plan is None:
             raise ValueError("fxprune.verify: pass plan=..., or a module returned by fxprune.compile")
         plan = report.plan
-    gm = model if isinstance(model, fx.GraphModule) and ANALYSIS in model.meta else analyze(capture(model, inputs))
+    # capture the original the way the pruned module was captured, so the plan's groups match
+    method = {"symbolic_trace": "fx", "torch.export": "export"}.get(pruned.meta.get("fxprune.capture"), "auto")
+    gm = model if isinstance(model, fx.GraphModule) and ANALYSIS in model.meta else analyze(capture(model, inputs, method=method))
     exact_plan = plan.restrict(exact=True)
     approx_pruned = any(not plan.group(g).exact for g in plan.keep)
     pruned_exact = rewrite(gm, exact_plan) if approx_pruned else pruned

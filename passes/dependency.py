@@ -146,6 +146,9 @@ class _Analyzer:
         self.env: dict[str, Any] = {}
         self.records: dict[str, dict[str, int]] = {}
         self.unsupported: list[Unsupported] = []
+        # contractions between two activations, decided by zero-tracking in finish():
+        # (node name, contracted axis, operand node, operand node)
+        self.contractions: list[tuple[str, int, fx.Node, fx.Node]] = []
 
     # parameters and buffers share one set of axes per tensor object
     def param(self, fqn: str) -> Val:
@@ -212,6 +215,7 @@ class _Analyzer:
         if node.target is operator.getitem and not isinstance(args[0], Val) and isinstance(args[0], (list, tuple)):
             return args[0][args[1]]
         ctx = Ctx(self.ax, node, spec, self.param)
+        ctx.defer_contraction = lambda a, da, b, db: self._defer_contraction(node, a, da, b, db)  # type: ignore[attr-defined]
         reason = None
         try:
             found = lookup(node, self.gm, args, kwargs, ctx)
@@ -238,6 +242,16 @@ class _Analyzer:
         out = self.fresh_value(spec)
         self.pin_value(out, why)
         return out
+
+    def _defer_contraction(self, node: fx.Node, a: Val, da: int, b: Val, db: int) -> bool:
+        """Record a contraction between two activations for zero-tracking; False (the rule
+        marks it approximate) when an operand is not one of the node's inputs."""
+        found = {id(self.env.get(n.name)): n for n in node.all_input_nodes}
+        na, nb = found.get(id(a)), found.get(id(b))
+        if na is None or nb is None:
+            return False
+        self.contractions.append((node.name, a.axes[da], na, nb))
+        return True
 
     def _pin_untouched_module_params(self, node: fx.Node) -> None:
         """A module rule must account for every tensor of its module; any it did not is
@@ -303,6 +317,16 @@ class _Analyzer:
                         out[c] = f"{reason} ({where})" if where and where not in reason else reason
             return out
 
+        if self.contractions:  # exact where an operand is zero on the removed indices
+            from .zeros import ZeroTracker
+
+            zt = ZeroTracker(self.gm, param_layouts)
+            for where, axis, na, nb in self.contractions:
+                for leaf in ax.leaves(axis):
+                    c = ids.get(ax.find(leaf))
+                    if c is not None and not (zt(na, c) or zt(nb, c)):
+                        ax.approx.append((leaf, "contracted between two activations, neither provably zero on the "
+                                                "removed indices (matmul/einsum/attention)", where))  # fmt: skip
         pinned, approx = first_reason(ax.pins), first_reason(ax.approx)
         members: dict[int, list[tuple[str, int]]] = {}
         for key, lays in param_layouts.items():

@@ -1,6 +1,6 @@
 """Meta keys shared by the passes: each defined once, listed in passes/README.md."""
 
-__all__ = ["DIMS", "SPEC", "ANALYSIS", "PLAN", "REPORT", "CAPTURE"]
+__all__ = ["DIMS", "SPEC", "ANALYSIS", "PLAN", "REPORT", "CAPTURE", "INPUTS"]
 
 #: node.meta key written by ``passes.dependency``: a ``NodeDims`` (or a tuple of them
 #: for nodes that return several tensors).
@@ -16,3 +16,6 @@ PLAN = "fxprune.plan"
 REPORT = "fxprune.report"
 #: GraphModule.meta key written by capture: how the graph was obtained ("symbolic_trace", ...).
 CAPTURE = "fxprune.capture"
+#: GraphModule.meta key on a pruned module: its example inputs as meta-device tensors (shape
+#: and dtype, no values) and python scalars, so ``fxprune.save`` can record them.
+INPUTS = "fxprune.inputs"

@@ -43,7 +43,8 @@ def register_rewrite(key: str) -> Callable:
 
 
 def register_module_update(*classes: type) -> Callable:
-    """Hook for a module class: ``fn(rw, node, module)`` sets its size attributes."""
+    """Hook for a module class: ``fn(rw, node, module)`` sets its size attributes. It may
+    return a new module instead (same tensors and state_dict names), which replaces it."""
 
     def deco(fn: Callable) -> Callable:
         for c in classes:
@@ -115,9 +116,9 @@ def _taint(rw: Rewriter, gm: fx.GraphModule) -> dict[str, Any]:
         if node.op in ("placeholder", "get_attr", "output") or _has_tensor(spec):
             continue
         src = node.args[0] if node.args else None
-        if node.target in ("size", "shape") or (node.target is getattr and len(node.args) > 1 and node.args[1] == "shape"):
+        if node.target in ("size", "shape", torch.ops.aten.sym_size.int) or (node.target is getattr and len(node.args) > 1 and node.args[1] == "shape"):
             ch = rw.changed(src) if isinstance(src, fx.Node) else []
-            dim = node.args[1] if node.target == "size" and len(node.args) > 1 else node.kwargs.get("dim")
+            dim = node.args[1] if node.target in ("size", torch.ops.aten.sym_size.int) and len(node.args) > 1 else node.kwargs.get("dim")
             taint[node.name] = ch[dim] if isinstance(dim, int) and ch else tuple(ch)
         elif node.target in ("numel", "nelement"):
             taint[node.name] = any(rw.changed(src)) if isinstance(src, fx.Node) else False
@@ -152,6 +153,11 @@ def rewrite(gm: fx.GraphModule, plan: Any = None) -> fx.GraphModule:
             raise ValueError(
                 "fxprune.rewrite: no fxprune.plan on this GraphModule; run fxprune.analyze and make_plan first"
             )
+    if getattr(plan, "removed_blocks", ()):
+        from .blocks import apply_removed
+
+        gm = apply_removed(gm, plan.removed_blocks)  # depth first: the groups are the reduced graph's
+        analysis = gm.meta[ANALYSIS]
     plan.check(analysis)
     rw = Rewriter(gm, plan.masks())
 
@@ -160,6 +166,7 @@ def rewrite(gm: fx.GraphModule, plan: Any = None) -> fx.GraphModule:
     new_root.meta.pop(PLAN, None)
 
     graph = fx.Graph()
+    graph._codegen = copy.deepcopy(gm.graph._codegen)  # torch.export: pytree in/out specs (ModelOutput)
     env: dict[fx.Node, Any] = {}
     taint = _taint(rw, gm)
     tainted: set[fx.Node] = set()  # new-graph nodes whose value depends on a pruned size
@@ -168,7 +175,12 @@ def rewrite(gm: fx.GraphModule, plan: Any = None) -> fx.GraphModule:
             mod = new_root.get_submodule(node.target)
             upd = _MODULE_UPDATES.get(type(mod))
             if upd is not None:
-                upd(rw, node, mod)
+                replacement = upd(rw, node, mod)
+                if isinstance(replacement, nn.Module) and replacement is not mod:
+                    # the library module cannot express the pruned shapes: swap in an
+                    # equivalent one holding the same (sliced) tensors under the same names
+                    parent, _, attr = node.target.rpartition(".")
+                    setattr(new_root.get_submodule(parent) if parent else new_root, attr, replacement)
 
         def arg(a: fx.Node) -> Any:
             # a scalar computed from a pruned size keeps its original value (masked == pruned)
@@ -332,7 +344,8 @@ def _unpack_sizes(args: tuple) -> tuple[list, bool]:
 
 @register_rewrite("reshape")
 def _rw_reshape(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
-    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    name = node.target if node.op == "call_method" else getattr(node.target, "_opname", None) or getattr(node.target, "__name__", "")
+    name = "view" if name == "_unsafe_view" else name  # torch.ops.aten.*: the op's name, no overload
     if name == "unflatten":
         x, dim, sizes = args[0], args[1], args[2]
         d = dim if dim >= 0 else len(rw.old_shape(node.args[0])) + dim
@@ -454,7 +467,7 @@ def _rw_getitem(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: f
     # index elements may be nodes (x[:, : x.shape[1] // 2]): positions are computed from
     # their example values; dims that keep every index keep the run-time element
     old, new = node.args[1], args[1]
-    if isinstance(old, fx.Node):
+    if isinstance(old, fx.Node) and not _has_tensor(old.meta.get(SPEC)):  # a tensor index stays a node
         old = new = _example(old)
     packed = isinstance(old, tuple)
     olds, news = (old, new) if packed else ((old,), (new,))
@@ -508,3 +521,82 @@ def _rw_layer_norm(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph
     k = 1 if isinstance(shape, int) else len(shape)
     new = rw.new_shape(node.args[0])
     return None, *_replace(args, kwargs, 1, "normalized_shape", tuple(new[len(new) - k:]))
+
+
+from .rules_rnn_gnn import MODULE_UPDATES as _RNN_GNN_UPDATES  # noqa: E402  (nn.LSTM/GRU/RNN)
+
+_MODULE_UPDATES.update(_RNN_GNN_UPDATES)
+
+
+# ------------------------------------------------------------------------------------------
+# ATen spellings (torch.export graphs; the rules are in aten.py)
+# ------------------------------------------------------------------------------------------
+@register_rewrite("aten.slice")
+def _rw_aten_slice(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
+    """``aten.slice.Tensor(x, dim, start, end, step)``: bounds re-derived from kept positions."""
+    b = _bind(node, "aten.slice", node.args, node.kwargs)
+    x = node.args[0]
+    d = _example(b["dim"])
+    n = rw.old_shape(x)
+    d = d if d >= 0 else len(n) + d
+    kept = rw.kept_in_dim(x, d)
+    if kept is None:
+        return None
+    start, stop, step = slice(_example(b["start"]), _example(b["end"]), _example(b["step"])).indices(n[d])
+    new = (int((kept < start).sum()), int((kept < max(stop, start)).sum()))
+    return None, (args[0], d, *new, step), {}
+
+
+@register_rewrite("aten.select")
+def _rw_aten_select(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
+    """``aten.select.int(x, dim, index)``: the index counts the kept positions before it."""
+    b = _bind(node, "aten.select", node.args, node.kwargs)
+    x = node.args[0]
+    n = rw.old_shape(x)
+    d = _example(b["dim"])
+    d = d if d >= 0 else len(n) + d
+    kept = rw.kept_in_dim(x, d)
+    if kept is None:
+        return None
+    k = _example(b["index"])
+    k = k + n[d] if k < 0 else k
+    return None, (args[0], d, int((kept < k).sum())), {}
+
+
+@register_rewrite("aten.create")
+def _rw_aten_create(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
+    """``aten.zeros(size, ...)``, ``aten.full(size, value, ...)``: the size list comes first."""
+    if not args or not isinstance(args[0], (list, tuple)):
+        return None
+    return None, (_sizes_for(rw, node, list(args[0]), taint), *args[1:]), kwargs
+
+
+@register_rewrite("aten.new_create")
+def _rw_aten_new_create(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
+    """``aten.new_ones(x, size, ...)``: the size list comes second."""
+    return None, (args[0], _sizes_for(rw, node, list(args[1]), taint), *args[2:]), kwargs
+
+
+@register_rewrite("aten.assert")
+def _rw_aten_assert(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
+    """``_assert_tensor_metadata(a, size, stride, ...)``: a pruned tensor has other sizes and
+    strides, so those two checks are dropped; dtype, device and layout checks stay."""
+    if node.target is not torch.ops.aten._assert_tensor_metadata.default:
+        return None
+    return None, (args[0], None, None, *args[3:]) if len(args) > 1 else args, {
+        k: v for k, v in kwargs.items() if k not in ("size", "stride")
+    }
+
+
+@register_rewrite("aten.convolution")
+def _rw_aten_convolution(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
+    """``aten.convolution``: groups is the 9th argument."""
+    g = rw.extra(node, "groups")
+    if g is None:
+        return None
+    return None, *_replace(args, kwargs, 8, "groups", rw.new_size(g))
+
+
+from .rules_attention import register_rewrites as _attention_rewrites  # noqa: E402
+
+_attention_rewrites()  # sdpa scale, MultiheadAttention replacement, Swin window attention

@@ -428,10 +428,14 @@ def _linear_module(ctx: Ctx, mod: nn.Linear, fqn: str, input: Any) -> dict:
 def _contract(ctx: Ctx, a: Val, da: int, b: Val, db: int) -> None:
     """Operand dims contracted together: one class. Exact when a parameter is on one side
     (its slices are zeroed); between two activations the removed products need not vanish
-    in the masked model, so the class is approximate."""
+    in the masked model, unless one operand is provably zero on the removed indices: the
+    analysis decides that at the end by zero-tracking (``passes/zeros.py``), through
+    ``ctx.defer_contraction`` when the analyzer provides it; otherwise approximate."""
     ctx.unify(a.axes[da], b.axes[db])
     if a.param is None and b.param is None:
-        ctx.approx(a.axes[da], "contracted between two activations (matmul/einsum)")
+        defer = getattr(ctx, "defer_contraction", None)
+        if defer is None or not defer(a, da, b, db):
+            ctx.approx(a.axes[da], "contracted between two activations (matmul/einsum)")
 
 
 @register_rule("matmul", torch.matmul, operator.matmul, torch.mm, torch.bmm, methods=("matmul", "mm", "bmm", "__matmul__"))
@@ -450,6 +454,8 @@ def _matmul(ctx: Ctx, input: Val, other: Val) -> Any:
     _contract(ctx, a, -1, b, -2)
     batch_shape = out_shape[:-2]
     batch = _broadcast(ctx, [Val(a.axes[:-2], a.shape[:-2]), Val(b.axes[:-2], b.shape[:-2])], batch_shape)
+    if batch and a.param is None and b.param is None:
+        ctx.record("heads", batch[-1])  # attention: the dim before the matrices is the heads
     return batch + (a.axes[-2], b.axes[-1])
 
 
@@ -504,11 +510,19 @@ def _batch_norm(
     ctx: Ctx, input: Val, running_mean: Val | None, running_var: Val | None, weight: Val | None = None,
     bias: Val | None = None, *args: Any, **kwargs: Any,
 ) -> Any:  # fmt: skip
-    """Per-channel statistics: every per-channel tensor follows dim 1."""
+    """Per-channel statistics: every per-channel tensor follows dim 1. With batch statistics
+    (``training=True``, or no running statistics) the mean and variance of each channel are
+    taken over every other dim, so those dims' classes are approximate: timm's StdConv2d
+    standardizes a conv weight this way, over its input channels."""
     c = input.axes[1] if input.ndim > 1 else input.axes[0]
     for p in (running_mean, running_var, weight, bias):
         if isinstance(p, Val):
             _tie(ctx, p, [c])
+    training = kwargs.get("training", args[0] if args else False)
+    if training or not isinstance(running_mean, Val):
+        for a in input.axes:
+            if a != c:
+                ctx.approx(a, "batch_norm batch statistics (training=True) reduce over it")
     return input.axes
 
 
@@ -728,13 +742,17 @@ def _pixel_unshuffle_module(ctx: Ctx, mod: nn.PixelUnshuffle, fqn: str, input: A
 # ------------------------------------------------------------------------------------------
 # reductions
 # ------------------------------------------------------------------------------------------
+_STATISTICS = ("mean", "var", "std")
+
+
 @register_rule("reduce", torch.mean, torch.sum, torch.amax, torch.amin, torch.prod, torch.std,
                torch.var, torch.logsumexp, torch.nansum, torch.nanmean, torch.max, torch.min,
                torch.any, torch.all, torch.argmax, torch.argmin,
                methods=("mean", "sum", "amax", "amin", "prod", "std", "var", "logsumexp", "nansum",
                         "max", "min", "any", "all", "argmax", "argmin"))  # fmt: skip
 def _reduce(ctx: Ctx, input: Val, *args: Any, **kwargs: Any) -> Any:
-    """Reduced dims mix all their indices and are pinned; kept dims pass through."""
+    """Reduced dims mix all their indices and are pinned; kept dims pass through. A mean,
+    var or std with ``keepdim=True`` is a normalization statistic: approximate instead."""
     if args and isinstance(args[0], Val):  # torch.max(a, b): element-wise
         return _broadcast(ctx, [input, args[0]], ctx.out_shape())
     dim = kwargs.get("dim", kwargs.get("axis"))
@@ -743,7 +761,14 @@ def _reduce(ctx: Ctx, input: Val, *args: Any, **kwargs: Any) -> Any:
         dim = rest.pop(0)
     keepdim = kwargs.get("keepdim", rest[0] if rest and isinstance(rest[0], bool) else False)
     dims = _dims(dim, input.ndim)
-    ctx.pin([input.axes[d] for d in dims], "reduced over")
+    name = ctx.node.target if isinstance(ctx.node.target, str) else getattr(ctx.node.target, "_opname", None) or getattr(ctx.node.target, "__name__", "")  # aten.mean.dim -> "mean"
+    if keepdim and name in _STATISTICS and ctx.returns_tensor:
+        # a normalization statistic broadcast back over the dim (hand-written RMSNorm/LayerNorm):
+        # removing indices changes it, like LayerNorm's: approximate, not pinned
+        for d in dims:
+            ctx.approx(input.axes[d], f"{name} statistic over this dim (a normalization)")
+    else:
+        ctx.pin([input.axes[d] for d in dims], "reduced over")
     kept = tuple(ctx.ax.new(1) if d in dims else a for d, a in enumerate(input.axes) if keepdim or d not in dims)
     return kept if ctx.returns_tensor else [kept for _ in ctx.spec]  # (values, indices)
 
@@ -1016,3 +1041,7 @@ def _register_torchvision() -> None:
 
 
 _register_torchvision()
+
+from . import aten as _aten  # noqa: E402,F401 - ATen spellings (torch.export graphs) of these rules
+from . import rules_attention as _attention  # noqa: E402,F401  (sdpa, MultiheadAttention, Swin)
+from . import rules_rnn_gnn as _rnn_gnn  # noqa: E402,F401  (RNN and GNN rules; must stay last)

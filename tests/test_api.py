@@ -171,8 +171,8 @@ def test_model_untouched_and_modes_kept() -> None:
 
 
 def test_unknown_op_is_pinned_and_named() -> None:
-    """torch.roll along channels has no rule: its classes keep every channel and the report
-    names the node and the op; nothing is assumed element-wise."""
+    """torch.cumsum has no rule: its classes keep every channel and the report names the node
+    and the op; nothing is assumed element-wise."""
 
     class Rolled(nn.Module):
         def __init__(self) -> None:
@@ -182,12 +182,12 @@ def test_unknown_op_is_pinned_and_named() -> None:
             self.c = nn.Conv2d(8, 4, 1)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.c(self.b(torch.roll(self.a(x), 1, 1)))
+            return self.c(self.b(torch.cumsum(self.a(x), 1)))
 
     out = fxprune.compile(Rolled(), 0.5, example_inputs=X)
     report = out.meta["fxprune.report"]
-    assert [u.node for u in report.unsupported] == ["roll"]
-    assert "torch.roll" in report.unsupported[0].message()
+    assert [u.node for u in report.unsupported] == ["cumsum"]
+    assert "torch.cumsum" in report.unsupported[0].message()
     assert out.state_dict()["a.weight"].shape[0] == 8
     assert out.state_dict()["b.weight"].shape[0] == 4  # b's own output channels are still free
 
@@ -221,3 +221,14 @@ def test_exact_mode_skips_layer_norm_coupled_dims() -> None:
     assert loose.norm.normalized_shape == (8,) and loose.state_dict()["norm.weight"].shape == (8,)
     v = loose.meta["fxprune.report"].verification
     assert v.passed and v.approx_rel_err is not None and v.approx_rel_err > 1e-6
+
+
+def test_measuring_keeps_each_submodules_train_flag() -> None:
+    """count_macs and latency_ms run in eval mode and then give every submodule its own flag
+    back, not the root's."""
+    m = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Dropout(0.5), nn.Conv2d(4, 2, 1))
+    m.train()
+    m[1].eval()
+    fxprune.count_macs(m, (X,))
+    fxprune.latency_ms(m, (X,), warmup=0, iters=1)
+    assert [s.training for s in m] == [True, False, True]
