@@ -9,10 +9,18 @@ Example:
     True
 """
 
+from . import (
+    dynamo,
+    plots,  # noqa: E402 - matplotlib is imported only when a plot is drawn
+)
 from .api import analyze, compile
 from .capture import capture
+from .depth import block_scores, linear_cka
+from .dynamo import backend
 from .errors import CaptureError, FxpruneError, PlanError, UnsupportedOpError
 from .importance import magnitude
+from .io import SaveFormatError, export, load, save
+from .passes.blocks import Block, find_blocks, remove_blocks
 from .passes.dependency import propagate
 from .passes.rewrite import register_module_update, register_rewrite, rewrite
 from .passes.rules import register_method, register_module, register_rule
@@ -22,10 +30,12 @@ from .report import Report, count_macs, count_params, latency_ms
 from .verify import VerifyResult, mask, verify
 
 __all__ = [
-    "analyze", "compile", "capture", "propagate", "make_plan", "rewrite", "verify", "mask", "magnitude",
+    "analyze", "compile", "backend", "dynamo", "capture", "propagate", "make_plan", "rewrite", "verify", "mask", "magnitude",
     "register_rule", "register_module", "register_method", "register_rewrite", "register_module_update",
     "Plan", "Group", "Report", "VerifyResult", "count_macs", "count_params", "latency_ms",
     "FxpruneError", "CaptureError", "PlanError", "UnsupportedOpError",
     "sparsify", "SparsifyHandle",
+    "save", "load", "export", "SaveFormatError", "plots",
+    "find_blocks", "remove_blocks", "Block", "block_scores", "linear_cka",
 ]  # fmt: skip
 __version__ = "0.1.0"
