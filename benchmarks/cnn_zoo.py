@@ -2,6 +2,10 @@
 one row per model: parameters and MACs before/after, masked-equals-pruned error, seconds.
 
     python benchmarks/cnn_zoo.py --ratio 0.5 --out docs/cnn-zoo.md
+
+benchmarks/zoo.py supersedes this for the zoo report (every torchvision task, a timm sample,
+Torch-Pruning side by side, docs/zoo.md); this script stays as the quick table of the 64
+core CNNs behind docs/cnn-zoo.md and ``tests/test_zoo.py``.
 """
 
 from __future__ import annotations
