@@ -1,0 +1,156 @@
+"""Does latency follow MACs? A pruning-ratio sweep with measured latency.
+
+For each model (random weights, eval mode) and each ratio in the sweep it prunes with
+``fxprune.compile(model, ratio, round_to=...)`` and measures MACs (torch.utils.flop_counter),
+parameters and the median latency of one forward pass:
+
+* on CPU at batch 1 and 32 (float32, ``torch.set_num_threads`` fixed and printed), eager;
+* on a GPU when one is available (batch 64, bf16, channels_last for CNNs), eager and
+  ``torch.compile`` (Inductor).
+
+It prints one row per (model, ratio) with MACs and latency speed-ups over ratio 0, writes the
+rows as JSON lines (``--out``) and, with matplotlib, a plot of latency speed-up against
+MACs speed-up (``--plot``): points on the diagonal mean latency follows MACs exactly.
+
+Usage:
+    python benchmarks/latency.py [--models resnet50 mobilenet_v2 vit_b_16]
+        [--ratios 0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9] [--round-to 8] [--size 224]
+        [--batch 1 32] [--iters 5] [--threads 2] [--device cpu|cuda]
+        [--out docs/latency.jsonl] [--plot docs/latency.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+import warnings
+
+import torch
+import torchvision
+
+import fxprune
+
+
+def latency_ms(fn, x: torch.Tensor, iters: int, warmup: int, device: str) -> float:
+    times = []
+    with torch.no_grad():
+        for i in range(warmup + iters):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn(x)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def variants(model: torch.nn.Module, device: str, is_cnn: bool):
+    """(label, callable, input transform) for each way the model is run on ``device``."""
+    if device == "cpu":
+        yield "eager", model, lambda x: x
+        return
+    m = model.to(device=device, dtype=torch.bfloat16)
+    fmt = torch.channels_last if is_cnn else torch.contiguous_format
+    m = m.to(memory_format=fmt)
+
+    def cast(x: torch.Tensor) -> torch.Tensor:
+        return x.to(device=device, dtype=torch.bfloat16).contiguous(memory_format=fmt)
+
+    yield "eager", m, cast
+    yield "inductor", torch.compile(m, dynamic=False), cast
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["resnet50", "mobilenet_v2", "vit_b_16"])
+    ap.add_argument("--ratios", nargs="+", type=float, default=[0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    ap.add_argument("--round-to", type=int, default=8)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--batch", nargs="+", type=int, default=None, help="default: 1 32 on CPU, 64 on GPU")
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default=None, help="JSON lines file for the rows")
+    ap.add_argument("--plot", default=None, help="PNG of latency speed-up vs MACs speed-up (needs matplotlib)")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    device = args.device
+    batches = args.batch or ([64] if device == "cuda" else [1, 32])
+    dev = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()} CPU"
+    print(f"date: {datetime.datetime.now().isoformat(timespec='seconds')}")
+    print(f"python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}")
+    print(f"device: {dev}, os.cpu_count()={os.cpu_count()}, torch threads={torch.get_num_threads()}")
+    print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    dtype = "bf16, channels_last for CNNs" if device == "cuda" else "float32"
+    print(f"input Bx3x{args.size}x{args.size} {dtype}, round_to={args.round_to}, "
+          f"median of {args.iters} after {args.warmup} warm-up\n")  # fmt: skip
+    head = f"{'model':<14}{'ratio':>6}{'params':>9}{'MACs':>9}{'MACs x':>8}  " + "  ".join(
+        f"{'b' + str(b) + ' ' + v:>16}" for b in batches for v in (["eager", "inductor"] if device == "cuda" else ["eager"])
+    )
+    print(head + "\n" + "-" * len(head))
+    rows = []
+    for name in args.models:
+        torch.manual_seed(0)
+        model = torchvision.models.get_model(name, weights=None).eval()
+        probe = torch.randn(1, 3, args.size, args.size)
+        is_cnn = not name.startswith(("vit", "swin", "maxvit"))
+        base: dict[str, float] = {}
+        for r in args.ratios:
+            small = model if r == 0 else fxprune.compile(model, r, example_inputs=probe, round_to=args.round_to)
+            macs, params = fxprune.count_macs(small, (probe,)), fxprune.count_params(small)
+            row = {"model": name, "ratio": r, "params": params, "macs": macs, "device": dev, "ms": {}}
+            for b in batches:
+                x = torch.randn(b, 3, args.size, args.size)
+                for label, fn, cast in variants(small, device, is_cnn):
+                    row["ms"][f"b{b} {label}"] = latency_ms(fn, cast(x), args.iters, args.warmup, device)
+                torch._dynamo.reset()
+            if r == 0:
+                base = {"macs": macs, **row["ms"]}
+            row["macs_x"] = base["macs"] / macs
+            row["speedup"] = {k: base[k] / v for k, v in row["ms"].items()}
+            rows.append(row)
+            cells = "  ".join(f"{v:>9.1f} {row['speedup'][k]:>5.2f}x" for k, v in row["ms"].items())
+            print(f"{name:<14}{r:>6.2f}{params / 1e6:>8.2f}M{macs / 1e9:>8.2f}G{row['macs_x']:>7.2f}x  {cells}", flush=True)
+    print("\ncells: median ms and speed-up over ratio 0 (same model, batch and variant)")
+    if args.out:
+        with open(args.out, "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        print(f"wrote {args.out}")
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"wrote {args.plot}")
+
+
+def plot(rows: list[dict], path: str) -> None:
+    """Latency speed-up against MACs speed-up, one line per (model, batch, variant)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    top = max(r["macs_x"] for r in rows)
+    ax.plot([1, top], [1, top], ":", color="gray", label="latency follows MACs")
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        for key in mine[0]["speedup"]:
+            ax.plot([r["macs_x"] for r in mine], [r["speedup"][key] for r in mine], "o-", ms=3, label=f"{model} {key}")
+    ax.set_xlabel("MACs speed-up (base / pruned)")
+    ax.set_ylabel("latency speed-up (base / pruned)")
+    ax.set_title(f"fxprune ratio sweep, {rows[0]['device']}")
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+if __name__ == "__main__":
+    main()
