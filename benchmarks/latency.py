@@ -22,6 +22,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import os
@@ -56,7 +57,7 @@ def variants(model: torch.nn.Module, device: str, is_cnn: bool):
     if device == "cpu":
         yield "eager", model, lambda x: x
         return
-    m = model.to(device=device, dtype=torch.bfloat16)
+    m = copy.deepcopy(model).to(device=device, dtype=torch.bfloat16)  # never the sweep's own model
     fmt = torch.channels_last if is_cnn else torch.contiguous_format
     m = m.to(memory_format=fmt)
 
@@ -81,6 +82,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="JSON lines file for the rows")
     ap.add_argument("--plot", default=None, help="PNG of latency speed-up vs MACs speed-up (needs matplotlib)")
     args = ap.parse_args()
+    if 0 not in args.ratios:
+        args.ratios = [0.0, *args.ratios]  # speed-ups are measured against ratio 0
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     device = args.device

@@ -109,6 +109,10 @@ def compile(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"fxprune.compile expects a torch.nn.Module, got {type(model).__name__}")
+    if ratio is not None:
+        _check_ratio(ratio)  # before any work, so bad input costs nothing
+    if capture not in CAPTURES:
+        raise ValueError(f"capture={capture!r} is not one of {', '.join(map(repr, CAPTURES))}")
     if depth is not None or mode != "width":  # whole blocks: fxprune.depth (it calls back here for width)
         from .depth import compile_depth
 
@@ -118,10 +122,6 @@ def compile(
         return out
     if ratio is None and speedup is None and params is None:
         ratio = 0.5
-    if ratio is not None:
-        _check_ratio(ratio)  # before any work, so bad input costs nothing
-    if capture not in CAPTURES:
-        raise ValueError(f"capture={capture!r} is not one of {', '.join(map(repr, CAPTURES))}")
     if scores is None:
         criterion = get_criterion(importance)
         if criterion.needs_data and data is None:

@@ -152,11 +152,16 @@ def _prune(args: argparse.Namespace, bench_only: bool = False) -> int:
 
 def _bench_saved(args: argparse.Namespace) -> int:
     import fxprune
-    from fxprune.io import read_manifest
+    from fxprune.io import _example_inputs, read_manifest
 
     manifest = read_manifest(args.model)
     if not manifest.get("model"):
         raise ValueError(f"{args.model} records no model spec, so the original cannot be rebuilt to compare with")
+    if not manifest["model"].startswith(("torchvision:", "timm:")):
+        raise ValueError(
+            f"{args.model} records {manifest['model']!r}, which would run that file; compare in python with "
+            "fxprune.load(path, model) instead"
+        )
     stages = _Stages(["build", "load", "count", "time"], args.progress)
     try:
         with stages.stage(f"building {manifest['model']}"):
@@ -165,7 +170,13 @@ def _bench_saved(args: argparse.Namespace) -> int:
         with stages.stage(f"loading {args.model}"):
             pruned = fxprune.load(args.model, model).eval()
         inputs = manifest.get("inputs") or []
-        x = _inputs(args) if args.shape or not inputs else torch.randn(inputs[0]["shape"])
+        if args.shape or not inputs:
+            x = _inputs(args)
+        elif len(inputs) == 1 and "shape" in inputs[0]:
+            x = _example_inputs(manifest, None)[0]
+            x = torch.randn(x.shape) if x.is_floating_point() else x  # token ids keep their dtype
+        else:
+            raise ValueError(f"{args.model} was saved with {len(inputs)} inputs; fxprune bench times one tensor input")
         rows = _rows(model, pruned, x, args, stages)
     finally:
         stages.close()
@@ -256,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["prune", *argv]  # `fxprune` and `fxprune MODEL ...` prune
     args = _parser().parse_args(argv)
     threads = torch.get_num_threads()
+    for name in ("size", "batch", "iters", "round_to"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            print(f"fxprune: --{name.replace('_', '-')} must be >= 1, got {value}", file=sys.stderr)
+            return 2
     if args.threads is not None:
         if args.threads < 1:
             print(f"fxprune: --threads must be >= 1, got {args.threads}", file=sys.stderr)

@@ -51,7 +51,7 @@ from .passes.rewrite import rewrite
 from .plan import Group, Plan
 from .report import Report, count_macs, count_params
 
-__all__ = ["backend", "fxprune_backend", "lift", "reports", "StaleWeightsError", "remap_plan"]
+__all__ = ["backend", "fxprune_backend", "lift", "reports", "reset", "StaleWeightsError", "remap_plan"]
 
 _THEN = ("inductor", "eager")
 # Options consumed by the backend itself; everything else goes to fxprune.compile.
@@ -63,12 +63,13 @@ class StaleWeightsError(FxpruneError):
 
 
 _REPORTS: list[Report] = []
+_KEEP_REPORTS = 64  # the process-wide list keeps the newest ones only
 
 
 def reports() -> list[Report]:
     """The reports of every graph the ``"fxprune"`` backend compiled in this process, oldest
-    first (a model with graph breaks gives one per graph). A backend made by
-    :func:`backend` also keeps its own list, ``backend(...).reports``."""
+    first, at most the newest 64 (a model with graph breaks gives one per graph). A backend
+    made by :func:`backend` also keeps its own list, ``backend(...).reports``."""
     return list(_REPORTS)
 
 
@@ -133,23 +134,27 @@ def lift(gm: fx.GraphModule, example_inputs: list[Any]) -> Lifted:
     root = nn.Module()
     inputs: list[int] = []
     state: dict[str, int] = {}
+    aliases: dict[int, str] = {}
     for i, (node, value) in enumerate(zip(placeholders, example_inputs)):
         source = _source_name(node)
         fqn = state_fqn(source) if source else None
-        if fqn is not None and isinstance(value, torch.Tensor) and fqn not in state:
-            _install(root, fqn, value)
-            state[fqn] = i
-        else:
-            inputs.append(i)
+        if fqn is not None and isinstance(value, torch.Tensor):
+            if fqn not in state:
+                _install(root, fqn, value)
+                state[fqn] = i
+                continue
+            if example_inputs[state[fqn]] is value:  # the same tensor reached through a second source
+                aliases[i] = fqn
+                continue
+        inputs.append(i)
     for i in inputs:  # real inputs first, in Dynamo's order
         env[placeholders[i]] = graph.placeholder(placeholders[i].name)
     for fqn, i in state.items():
         env[placeholders[i]] = graph.get_attr(fqn)
+    for i, fqn in aliases.items():
+        env[placeholders[i]] = env[placeholders[state[fqn]]]
     for node in gm.graph.nodes:
         if node.op == "placeholder":
-            if node not in env:  # the same tensor reached through a second source
-                fqn = state_fqn(_source_name(node) or "")
-                env[node] = env[placeholders[state[fqn]]]
             continue
         env[node] = graph.node_copy(node, lambda n: env[n])
     out = fx.GraphModule(root, graph, class_name="DynamoGraph")
@@ -205,7 +210,9 @@ def remap_plan(plan: Plan, gm: fx.GraphModule) -> tuple[Plan, list[str]]:
 
 @dataclass
 class _CacheEntry:
+    options: str  # repr of the options the plan was decided with
     tensors: list[weakref.ref]
+    versions: list[int]  # the tensors' version counters when it was decided
     plan: Plan
 
 
@@ -219,7 +226,10 @@ class FxpruneBackend:
 
     options: dict[str, Any] = field(default_factory=dict)
     reports: list[Report] = field(default_factory=list)
-    graphs: list[fx.GraphModule] = field(default_factory=list, repr=False)  # lifted, analyzed; one per report
+    #: the lifted, analyzed graphs, one per report (they share the weights' storage; the
+    #: registered ``"fxprune"`` backend does not keep them)
+    graphs: list[fx.GraphModule] = field(default_factory=list, repr=False)
+    keep_graphs: bool = True
     _cache: list[_CacheEntry] = field(default_factory=list, repr=False)
 
     def __call__(self, gm: fx.GraphModule, example_inputs: list[Any], **kwargs: Any) -> Callable:
@@ -238,12 +248,13 @@ class FxpruneBackend:
             raise TypeError(
                 f"fxprune backend: options['plan'] must be a fxprune.Plan, got {type(given_plan).__name__}"
             )
+        key = repr(sorted(options.items()))
         lifted = lift(gm, example_inputs)
         inputs = tuple(example_inputs[i] for i in lifted.input_positions)
         state = {fqn: example_inputs[i] for fqn, i in lifted.state_positions.items()}
         _analyze(lifted.gm, inputs)
         notes: list[str] = []
-        cached = given_plan or self._lookup(state)
+        cached = given_plan or self._lookup(key, state)
         if cached is not None:
             plan, notes = remap_plan(cached, lifted.gm)
             pruned = rewrite(lifted.gm, plan)
@@ -259,12 +270,15 @@ class FxpruneBackend:
                     f"(ratio, exact, importance, speedup, ...) plus {_BACKEND_OPTIONS}"
                 ) from e
             plan = pruned.meta[REPORT].plan
-            self._cache.append(_CacheEntry([weakref.ref(t) for t in state.values()], plan))
+            refs = [weakref.ref(t) for t in state.values()]
+            self._cache.append(_CacheEntry(key, refs, [t._version for t in state.values()], plan))
         report = pruned.meta[REPORT]
         report.notes.extend(notes)
         self.reports.append(report)
-        self.graphs.append(lifted.gm)
+        if self.keep_graphs:
+            self.graphs.append(lifted.gm)
         _REPORTS.append(report)
+        del _REPORTS[:-_KEEP_REPORTS]
         for p in pruned.parameters():
             p.requires_grad_(False)
         pruned.eval()
@@ -275,16 +289,24 @@ class FxpruneBackend:
             run = compile_fx(pruned, list(inputs))
         return _guarded(run, lifted, example_inputs)
 
-    def _lookup(self, state: Mapping[str, torch.Tensor]) -> Plan | None:
-        """A plan decided earlier for (a superset of) these very tensors."""
+    def _lookup(self, options: str, state: Mapping[str, torch.Tensor]) -> Plan | None:
+        """A plan decided earlier with the same options for (a superset of) these very
+        tensors, none of which has changed since."""
         ids = {id(t) for t in state.values()}
         for entry in self._cache:
             alive = [r() for r in entry.tensors]
-            if any(t is None for t in alive):
+            if entry.options != options or any(t is None for t in alive):
+                continue
+            if any(t._version != v for t, v in zip(alive, entry.versions)):
                 continue
             if ids and ids <= {id(t) for t in alive}:
                 return entry.plan
         return None
+
+    def reset(self) -> None:
+        """Forget every decision (reports and graphs stay). ``torch._dynamo.reset()`` calls
+        this on the backends it has used."""
+        self._cache.clear()
 
 
 def _report(gm: fx.GraphModule, pruned: fx.GraphModule, plan: Plan, inputs: tuple) -> Report:
@@ -337,7 +359,15 @@ def backend(**options: Any) -> FxpruneBackend:
     return FxpruneBackend(dict(options))
 
 
-_DEFAULT = FxpruneBackend()
+_DEFAULT = FxpruneBackend(keep_graphs=False)
+
+
+def reset() -> None:
+    """Forget the registered backend's decisions and the process-wide reports. Decisions are
+    keyed by the options and the weights' identity and version, and ``torch._dynamo.reset()``
+    clears them too, so this is needed only to free memory."""
+    _DEFAULT.reset()
+    _REPORTS.clear()
 
 
 def fxprune_backend(gm: fx.GraphModule, example_inputs: list[Any], **kwargs: Any) -> Callable:

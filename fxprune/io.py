@@ -11,8 +11,9 @@ A saved model is a directory of three plain files:
 
 ``load`` rebuilds the pruned module from a freshly built original architecture (random weights
 are fine): capture and analyze it, apply the saved plan with ``fxprune.rewrite``, check every
-shape against the manifest, then copy the saved weights in. Nothing is unpickled, so no code
-from the file ever runs; the result equals the saved module bit for bit.
+shape against the manifest, then copy the saved weights in. Nothing is unpickled, and a
+``file.py:factory`` spec recorded in a manifest is run only with ``trust_code=True``, so
+loading a directory runs no code from it; the result equals the saved module bit for bit.
 
 Example:
     >>> small = fxprune.compile(torchvision.models.resnet18(), 0.5, example_inputs=x)
@@ -214,6 +215,7 @@ def save(
         "torch_version": torch.__version__,
         "model": spec,
         "model_class": getattr(report, "model", None) or type(pruned).__name__,
+        "capture": getattr(report, "capture", None),
         "inputs": inputs,
         "state_dict": {k: {"shape": list(v.shape), "dtype": _dtype_name(v.dtype)} for k, v in state.items()},
         "training": pruned.training,  # and the modules whose mode differs from the root's
@@ -254,7 +256,13 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
             f"fxprune.load: {root} was written in format {manifest['format_version']} by fxprune "
             f"{manifest.get('fxprune_version')}; this fxprune reads format {FORMAT_VERSION} and older: upgrade fxprune"
         )
-    for name, want in manifest.get("sha256", {}).items():
+    sums = manifest.get("sha256")
+    if not isinstance(sums, dict) or any(not isinstance(sums.get(n), str) for n in (PLAN_FILE, WEIGHTS_FILE)):
+        raise SaveFormatError(
+            f"fxprune.load: {root / MANIFEST_FILE} lacks the sha256 of {PLAN_FILE} and {WEIGHTS_FILE}; "
+            "the directory was not written by fxprune.save or was edited"
+        )
+    for name, want in sums.items():
         got = _sha256(root / name)
         if got != want:
             raise SaveFormatError(
@@ -277,13 +285,17 @@ def _example_inputs(manifest: dict, given: Any) -> tuple:
     return tuple(torch.zeros(s["shape"], dtype=_dtype(s["dtype"])) if "shape" in s else s["value"] for s in specs)
 
 
-def load(path: str | os.PathLike, model: nn.Module | None = None, *, example_inputs: Any = None) -> fx.GraphModule:
+def load(
+    path: str | os.PathLike, model: nn.Module | None = None, *, example_inputs: Any = None, trust_code: bool = False
+) -> fx.GraphModule:
     """Rebuild a model saved by ``fxprune.save``: ``model`` (a freshly built original
     architecture; its weights do not matter and it is not modified) is captured and analyzed,
     the saved plan is applied with ``fxprune.rewrite``, every state_dict shape is checked
     against the manifest, and the saved weights are copied in. Module train/eval modes are
     restored as saved. Without ``model``, it is built from the manifest's spec
-    (``torchvision:``, ``timm:`` or ``file.py:factory``).
+    (``torchvision:`` or ``timm:``; a ``file.py:factory`` spec runs that file, so it needs
+    ``trust_code=True``). The model is captured the way the pruned one was (the manifest
+    records ``symbolic_trace`` or ``torch.export``), so the plan's groups match.
 
     Nothing is unpickled. The returned module carries the plan in ``meta["fxprune.plan"]``.
 
@@ -310,6 +322,11 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, *, example_inp
                 f"fxprune.load: {root} records no model spec (save was called without spec=); pass the "
                 f"freshly built original architecture ({manifest.get('model_class')}) as model="
             )
+        if not trust_code and not spec.startswith(("torchvision:", "timm:")):
+            raise ValueError(
+                f"fxprune.load: {root} asks to build its model by running {spec!r}; pass model= (the "
+                "original architecture), or trust_code=True if you trust that file"
+            )
         model = build_model(spec)
     if not isinstance(model, nn.Module):
         raise TypeError(f"fxprune.load expects a torch.nn.Module as model, got {type(model).__name__}")
@@ -331,7 +348,8 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, *, example_inp
             + (f"it has {len(extra)} tensors that were not saved ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})" if extra else "")
         )
     inputs = _example_inputs(manifest, example_inputs)
-    gm = analyze(model, inputs)
+    method = {"symbolic_trace": "fx", "torch.export": "export"}.get(manifest.get("capture") or "", "auto")
+    gm = analyze(model, inputs, capture=method)
     try:
         out = rewrite(gm, plan)
     except PlanError as e:

@@ -130,9 +130,9 @@ def multi_head_attention(
     scores = torch.bmm(q * scale, k.transpose(1, 2)).view(B, h, L, S)
     if attn_mask is not None:
         if attn_mask.dtype == torch.bool:
-            scores = scores.masked_fill(attn_mask.view(-1, 1, L, S) if attn_mask.dim() == 3 else attn_mask, float("-inf"))
+            scores = scores.masked_fill(attn_mask.view(B, h, L, S) if attn_mask.dim() == 3 else attn_mask, float("-inf"))
         else:
-            scores = scores + (attn_mask.view(-1, h, L, S) if attn_mask.dim() == 3 else attn_mask)
+            scores = scores + (attn_mask.view(B, h, L, S) if attn_mask.dim() == 3 else attn_mask)
     elif is_causal:
         causal = torch.ones(L, S, dtype=torch.bool, device=query.device).triu(1)
         scores = scores.masked_fill(causal, float("-inf"))

@@ -47,6 +47,8 @@ def count_macs(m: nn.Module, inputs: tuple) -> int:
 
 def latency_ms(m: nn.Module, inputs: tuple, *, warmup: int = 3, iters: int = 10) -> float:
     """Median wall-clock milliseconds of one forward pass (eval mode, no grad)."""
+    if not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"latency_ms: iters must be a positive int, got {iters!r}")
     modes = _modes(m)
     m.eval()
     times = []

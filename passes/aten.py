@@ -208,7 +208,7 @@ def _aten_index_select(ctx: Ctx, input: Val, dim: int, index: Val) -> Any:
 def _aten_batch_norm(ctx: Ctx, input: Val, weight: Any = None, bias: Any = None, running_mean: Any = None,
                      running_var: Any = None, *args: Any) -> Any:  # fmt: skip
     """``aten.batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, cudnn)``."""
-    return _batch_norm(ctx, input, running_mean, running_var, weight, bias)
+    return _batch_norm(ctx, input, running_mean, running_var, weight, bias, training=bool(args[0]) if args else False)
 
 
 @_register("aten.batch_norm_tuple", "_native_batch_norm_legit_no_training.default",
@@ -217,7 +217,8 @@ def _aten_native_batch_norm(ctx: Ctx, input: Val, weight: Any = None, bias: Any 
                             running_var: Any = None, *args: Any) -> Any:  # fmt: skip
     """The decomposed batch norms return (out, saved statistics...): the out follows the
     input; the statistics are per channel (or empty in eval mode)."""
-    out = _batch_norm(ctx, input, running_mean, running_var, weight, bias)
+    training = bool(args[0]) if args and "no_training" not in str(ctx.node.target) else False
+    out = _batch_norm(ctx, input, running_mean, running_var, weight, bias, training=training)
     rest = []
     c = input.axes[1] if input.ndim > 1 else input.axes[0]
     for spec in ctx.spec[1:]:

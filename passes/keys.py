@@ -1,4 +1,5 @@
-"""Meta keys shared by the passes: each defined once, listed in passes/README.md."""
+"""Meta keys shared by the passes: each defined once, listed in passes/README.md (and
+``blocks.REMOVED``, the block ids a removal took out)."""
 
 __all__ = ["DIMS", "SPEC", "ANALYSIS", "PLAN", "REPORT", "CAPTURE", "INPUTS"]
 

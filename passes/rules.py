@@ -505,7 +505,7 @@ def _embedding_module(ctx: Ctx, mod: nn.Embedding, fqn: str, input: Any) -> dict
 # ------------------------------------------------------------------------------------------
 # normalization
 # ------------------------------------------------------------------------------------------
-@register_rule("batch_norm", F.batch_norm, torch.batch_norm)
+@register_rule("batch_norm", F.batch_norm)
 def _batch_norm(
     ctx: Ctx, input: Val, running_mean: Val | None, running_var: Val | None, weight: Val | None = None,
     bias: Val | None = None, *args: Any, **kwargs: Any,
@@ -524,6 +524,16 @@ def _batch_norm(
             if a != c:
                 ctx.approx(a, "batch_norm batch statistics (training=True) reduce over it")
     return input.axes
+
+
+@register_rule("torch.batch_norm", torch.batch_norm)
+def _torch_batch_norm(
+    ctx: Ctx, input: Val, weight: Any = None, bias: Any = None, running_mean: Any = None, running_var: Any = None,
+    training: bool = False, *args: Any, **kwargs: Any,
+) -> Any:  # fmt: skip
+    """``torch.batch_norm(input, weight, bias, running_mean, running_var, training, ...)``:
+    F.batch_norm's relations with torch's argument order."""
+    return _batch_norm(ctx, input, running_mean, running_var, weight, bias, training=training)
 
 
 @register_module("batch_norm", nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)

@@ -17,6 +17,7 @@ Imported once, at the end of ``passes/rules.py``.
 
 from __future__ import annotations
 
+import inspect
 import math
 import operator
 from typing import Any
@@ -91,7 +92,6 @@ def _register_sdpa_rewrite() -> None:
         if len(args) > 6:
             return None, tuple(args[:6]) + (value,) + tuple(args[7:]), kwargs
         return None, tuple(args), dict(kwargs, scale=value)
-        return None, args, kwargs
 
 
 # ------------------------------------------------------------------------------------------
@@ -356,8 +356,7 @@ def _register_mha_functional_rewrite() -> None:
 
     from .rewrite import register_rewrite
 
-    names = ["query", "key", "value", "embed_dim_to_check", "num_heads", "in_proj_weight", "in_proj_bias", "bias_k",
-             "bias_v", "add_zero_attn", "dropout_p", "out_proj_weight", "out_proj_bias"]  # fmt: skip
+    names = list(inspect.signature(F.multi_head_attention_forward).parameters)
 
     @register_rewrite("mha_functional")
     def _rw_mha(rw: Any, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
@@ -366,6 +365,8 @@ def _register_mha_functional_rewrite() -> None:
         heads, hd = rw.extra(node, "heads"), rw.extra(node, "head_dim")
         if rw.kept(heads) is None and rw.kept(hd) is None and not any(rw.changed(node.args[0])):
             return None
+        if len(args) > len(names):
+            raise ValueError(f"multi_head_attention_forward called with {len(args)} positional arguments")
         bound = dict(zip(names, args))
         bound.update(kwargs)
         bound["num_heads"] = rw.new_size(heads)

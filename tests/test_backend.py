@@ -227,3 +227,18 @@ def test_multihead_attention_through_dynamo_equals_compile(heads):
     torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(y, masked, rtol=1e-4, atol=1e-5)
     assert be.reports[0].params_after == fxprune.count_params(ref) < be.reports[0].params_before
+
+
+def test_new_options_or_new_weights_are_decided_again():
+    m, x = _model(), torch.randn(2, 3, 16, 16)
+    be = fxprune.backend(then="eager")
+    with torch.no_grad():
+        torch.compile(m, backend=be, options={"ratio": 0.25})(x)
+        torch._dynamo.reset()
+        torch.compile(m, backend=be, options={"ratio": 0.75})(x)  # same tensors, other options
+        assert be.reports[1].params_after < be.reports[0].params_after
+        m.conv3.weight.mul_(-3.0).add_(torch.randn_like(m.conv3.weight))  # the weights move on
+        torch._dynamo.reset()
+        y = torch.compile(m, backend=be, options={"ratio": 0.75})(x)  # decided again, not refused
+    ref = fxprune.compile(m, 0.75, example_inputs=x)
+    torch.testing.assert_close(y, ref(x), rtol=1e-4, atol=1e-5)

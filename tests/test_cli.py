@@ -89,6 +89,7 @@ def test_report_names_groups_pins_and_ops_without_a_rule(tmp_path, capsys) -> No
         (["bench", "resnet18", "--speedup", "0.5"], "--speedup must be >= 1"),
         (["prune", "resnet18", "--shape", "1,three"], "--shape must be comma-separated ints"),
         (["prune", "resnet18", "--threads", "0"], "--threads must be >= 1"),
+        (["bench", "resnet18", "--iters", "0"], "--iters must be >= 1"),
     ],
 )
 def test_bad_input_exits_2_and_says_why(argv, message, capsys) -> None:

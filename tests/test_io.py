@@ -77,7 +77,7 @@ def test_load_in_a_fresh_process_gives_identical_outputs(pruned, tmp_path) -> No
     code = textwrap.dedent(f"""
         import torch, fxprune
         torch.set_num_threads(1)
-        m = fxprune.load({str(out)!r}).eval()          # no model: built from the manifest's spec
+        m = fxprune.load({str(out)!r}, trust_code=True).eval()  # no model: built from the manifest's spec (our own file)
         x = torch.load({str(tmp_path / "x.pt")!r})      # default weights_only=True
         with torch.no_grad():
             torch.save(m(x), {str(tmp_path / "y.pt")!r})
@@ -206,3 +206,22 @@ def test_save_without_example_inputs_uses_the_shapes_compile_recorded(tmp_path):
     back = fxprune.load(tmp_path / "r18", torchvision.models.resnet18())
     with torch.no_grad():
         assert torch.equal(back(x), small(x))
+
+
+def test_a_file_spec_in_a_manifest_runs_only_when_trusted(tmp_path) -> None:
+    factory = tmp_path / "net.py"
+    factory.write_text("import torch.nn as nn\ndef make():\n    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))\n")
+    x = torch.randn(2, 8)
+    model = fxprune.io.build_model(f"{factory}:make")
+    out = fxprune.save(fxprune.compile(model, 0.5, example_inputs=x), tmp_path / "s", spec=f"{factory}:make")
+    with pytest.raises(ValueError, match="trust_code=True"):
+        fxprune.load(out)
+    assert fxprune.load(out, trust_code=True)(x).shape == (2, 4)
+
+
+def test_a_manifest_without_checksums_is_refused(saved) -> None:
+    manifest = json.loads((saved / MANIFEST_FILE).read_text())
+    del manifest["sha256"]
+    (saved / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(SaveFormatError, match="lacks the sha256"):
+        fxprune.load(saved, _resnet18())
