@@ -182,9 +182,13 @@ def rewrite(gm: fx.GraphModule, plan: Any = None) -> fx.GraphModule:
                     parent, _, attr = node.target.rpartition(".")
                     setattr(new_root.get_submodule(parent) if parent else new_root, attr, replacement)
 
+        # an element of a size tuple that no pruning touched (x.shape[0] when only dim 2
+        # shrank) stays live; taking the whole frozen tuple would freeze the batch size too
+        live = node.target is operator.getitem and node.name not in taint
+
         def arg(a: fx.Node) -> Any:
             # a scalar computed from a pruned size keeps its original value (masked == pruned)
-            if a.name in taint:
+            if a.name in taint and not live:
                 return a.meta[SPEC]
             return env[a]
 

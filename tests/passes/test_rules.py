@@ -1595,3 +1595,32 @@ def test_weight_standardization_makes_input_channels_approximate() -> None:
     group = next(g for g in approx.meta["fxprune.report"].plan.groups if ("0.weight", 0) in g.params)
     assert not group.exact and "batch_norm batch statistics" in group.approx_reason
     assert approx.state_dict()["0.weight"].shape[0] == 8
+
+
+class _ClassToken(nn.Module):
+    """torchvision ViT's pattern: n = x.shape[0] from a tensor whose channel dim is pruned,
+    then class_token.expand(n, -1, -1). The batch size must stay live, not frozen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 16)
+        self.token = nn.Parameter(torch.randn(1, 1, 16))
+        self.mlp = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16))
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x)
+        n = x.shape[0]
+        x = torch.cat([self.token.expand(n, -1, -1), x], dim=1)
+        x = x + self.mlp(x)
+        return self.head(x[:, 0])
+
+
+def test_batch_size_read_from_a_pruned_tensor_stays_live() -> None:
+    m = _ClassToken().eval()
+    small = fxprune.compile(m, 0.5, example_inputs=torch.randn(1, 5, 8))
+    assert small.state_dict()["proj.weight"].shape[0] == 8  # the channel dim was pruned
+    masked = fxprune.mask(fxprune.analyze(m, torch.randn(1, 5, 8)), small.meta["fxprune.report"].plan)
+    x = torch.randn(4, 5, 8)  # another batch size than the example's
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), masked(x), rtol=1e-4, atol=1e-5)
