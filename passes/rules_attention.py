@@ -374,6 +374,31 @@ def _register_mha_functional_rewrite() -> None:
         return fm.multi_head_attention_forward, (), bound
 
 
+def _register_mha_flops() -> None:
+    """``nn.MultiheadAttention``'s inference fast path runs ``aten._native_multi_head_attention``,
+    which ``torch.utils.flop_counter`` does not count, so ``count_macs`` missed every attention
+    of torchvision's ViT and a pruned ViT (whose attention runs as counted matmuls) could show
+    *more* MACs than the original. The formula counts the same matmuls: the q/k/v and output
+    projections and the two attention products, 2 FLOPs per multiply-accumulate."""
+    from torch.utils.flop_counter import flop_registry, register_flop_formula
+
+    op = getattr(torch.ops.aten, "_native_multi_head_attention", None)
+    if op is None or op in flop_registry:
+        return
+
+    @register_flop_formula(op)
+    def _native_mha_flop(q: Any, k: Any, v: Any, embed_dim: int, num_head: int, qkv_w: Any, qkv_b: Any,
+                         proj_w: Any, proj_b: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:  # fmt: skip
+        batch = math.prod(q[:-2]) if len(q) > 2 else 1
+        lq, sk, e = q[-2], k[-2], q[-1]
+        inner = qkv_w[0] // 3
+        macs = batch * (lq * e * inner + 2 * sk * e * inner + 2 * lq * sk * inner + lq * inner * proj_w[0])
+        return 2 * macs
+
+
+_register_mha_flops()
+
+
 def register_rewrites() -> None:
     """Rewrite hooks and module updates; called once at the end of ``passes/rewrite.py``
     (importing it from here, during the rules' import, would be circular)."""

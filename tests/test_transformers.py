@@ -366,3 +366,23 @@ def test_relu_gram_matrix_is_exact_by_zero_tracking():
 
     out, _, _ = _check(M(), torch.randn(2, 5, 6))
     assert out.fc1.weight.shape == (8, 6)
+
+
+def test_macs_of_the_multihead_attention_fast_path_are_counted():
+    """nn.MultiheadAttention in eval runs aten._native_multi_head_attention, which the flop
+    counter does not know; fxprune registers its formula, so it counts what the explicit
+    PrunedMultiheadAttention computes."""
+    mha = nn.MultiheadAttention(64, 4, batch_first=True).eval()
+    x = torch.randn(2, 10, 64)
+
+    class Call(nn.Module):
+        def __init__(self, a: nn.Module) -> None:
+            super().__init__()
+            self.a = a
+
+        def forward(self, x):
+            return self.a(x, x, x, need_weights=False)[0]
+
+    native = fxprune.count_macs(Call(mha), (x,))
+    explicit = fxprune.count_macs(Call(PrunedMultiheadAttention.from_module(mha, 4, 16)), (x,))
+    assert native == explicit == 2 * (10 * 64 * 64 * 4 + 2 * 10 * 10 * 64)
