@@ -186,7 +186,7 @@ def rewrite(gm: fx.GraphModule, plan: Any = None) -> fx.GraphModule:
         # shrank) stays live; taking the whole frozen tuple would freeze the batch size too
         live = node.target is operator.getitem and node.name not in taint
 
-        def arg(a: fx.Node) -> Any:
+        def arg(a: fx.Node, live: bool = live) -> Any:
             # a scalar computed from a pruned size keeps its original value (masked == pruned)
             if a.name in taint and not live:
                 return a.meta[SPEC]
