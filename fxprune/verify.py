@@ -72,6 +72,7 @@ def mask(gm: fx.GraphModule, plan: Plan) -> fx.GraphModule:
     todo = pending_blocks(gm, plan.removed_blocks)
     ref = remove_blocks(gm, todo) if todo else gm  # the graph the width groups belong to
     out = zero_blocks(gm, todo) if todo else copy.deepcopy(gm)
+    plan.check(ref.meta[ANALYSIS])  # group ids belong to one analysis: refuse another's plan
     rw = Rewriter(ref, plan.masks())
     layouts = ref.meta[ANALYSIS].param_layouts
     with torch.no_grad():

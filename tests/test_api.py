@@ -232,3 +232,16 @@ def test_measuring_keeps_each_submodules_train_flag() -> None:
     fxprune.count_macs(m, (X,))
     fxprune.latency_ms(m, (X,), warmup=0, iters=1)
     assert [s.training for s in m] == [True, False, True]
+
+
+def test_verify_refuses_a_plan_made_on_another_analysis() -> None:
+    """Group ids belong to one analysis. Verifying at another batch size re-analyzes, and
+    there mobilenet_v3_small's ids differ: verify must refuse rather than mask wrong slices
+    (it used to report a false FAIL)."""
+    import torchvision
+
+    m = torchvision.models.mobilenet_v3_small().eval()
+    x = torch.randn(1, 3, 32, 32)
+    small = fxprune.compile(m, 0.5, example_inputs=x, exact=True)
+    with pytest.raises(fxprune.PlanError, match="does not match this model's class"):
+        fxprune.verify(m, small, torch.randn(3, 3, 32, 32), plan=small.meta["fxprune.report"].plan)

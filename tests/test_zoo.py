@@ -9,6 +9,7 @@ import torchvision
 from conftest import randomize_
 
 import fxprune
+from fxprune.verify import relative_error
 
 _FAMILIES = (
     "alexnet", "vgg", "resnet", "resnext", "wide_resnet", "densenet", "googlenet", "inception_v3",
@@ -33,6 +34,12 @@ def _run_and_check(name: str) -> None:
     report = pruned.meta["fxprune.report"]
     result = fxprune.verify(model, pruned, x)
     assert result.passed, f"{name}: {result}"
+    # another batch size than the example's: no size read from the example may be frozen in
+    x3 = torch.randn(3, *x.shape[1:])
+    masked = fxprune.mask(fxprune.analyze(model, x), report.plan)
+    with torch.no_grad():
+        err3 = relative_error(pruned(x3), masked(x3))
+    assert err3 <= 1e-4, f"{name} at batch 3: max rel err {err3:.2e}"
     assert report.params_after <= 0.6 * report.params_before, (name, report.params_before, report.params_after)
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
