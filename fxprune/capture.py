@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import copy
 import operator
+import types
+import warnings
 from typing import Any
 
 import torch
@@ -89,13 +91,27 @@ def _by_export(model: nn.Module, inputs: tuple) -> fx.GraphModule:
     gm = ep.module()
     # ExportedProgram.module() makes train()/eval() raise. Its graph is the eval-mode forward
     # whatever the flag says; fxprune's passes set the flag (propagate, verify), so the
-    # plain nn.Module methods come back, and the flag stays False.
+    # nn.Module methods come back, and train() warns once that the graph stays eval-mode
+    # (the warning travels to the pruned module, which is a deep copy).
     for attr in ("train", "eval"):
         gm.__dict__.pop(attr, None)
+    gm.train = types.MethodType(_train_keeps_eval_graph, gm)
     gm.eval()
     _inline_grad_regions(gm)
     gm.meta[CAPTURE] = "torch.export"
     return gm
+
+
+def _train_keeps_eval_graph(self: nn.Module, mode: bool = True) -> nn.Module:
+    if mode and not getattr(self, "_fxprune_train_warned", False):
+        warnings.warn(
+            "fxprune: this module was captured with torch.export in eval mode; train() sets the flag but "
+            "the graph keeps eval behaviour (dropout off, batch norm on running statistics). To fine-tune "
+            "with training behaviour, capture with capture='fx' where the model allows it.",
+            stacklevel=2,
+        )
+        self._fxprune_train_warned = True
+    return nn.Module.train(self, mode)
 
 
 def _inline_grad_regions(gm: fx.GraphModule) -> None:

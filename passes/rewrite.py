@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import types
 from typing import Any, Callable
 
 import torch
@@ -214,6 +215,9 @@ def rewrite(gm: fx.GraphModule, plan: Any = None) -> fx.GraphModule:
 
     out = fx.GraphModule(new_root, graph, class_name=type(gm).__name__)
     out.meta = {k: v for k, v in gm.meta.items() if k not in (PLAN, ANALYSIS)}
+    own_train = gm.__dict__.get("train")  # a capture's train() override (torch.export: it warns)
+    if isinstance(own_train, types.MethodType):
+        out.train = types.MethodType(own_train.__func__, out)
     # no dead-code elimination: an unused in-place method call still has its effect
     out.graph.lint()
     out.recompile()

@@ -322,3 +322,20 @@ def test_hugging_face_default_lists_approximate_groups(make, why, norm) -> None:
     assert res.passed and res.approx_rel_err is not None and res.approx_rel_err > 0
     norms = [s for k, s in _shapes(small).items() if k.endswith(norm)]
     assert norms and all(s[0] < m.config.hidden_size for s in norms)
+
+
+def test_train_on_an_exported_capture_warns_that_the_graph_stays_eval():
+    class Branchy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(4, 8), torch.nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))
+
+    small = fxprune.compile(Branchy(), 0.5, example_inputs=torch.randn(2, 4), capture="export")
+    with pytest.warns(UserWarning, match="graph keeps eval behaviour"):
+        small.train()
+    assert small.training
+    small.eval()
+    assert not small.training
