@@ -24,29 +24,13 @@ import argparse
 import datetime
 import os
 import platform
-import statistics
 import time
 
 import torch
 import torchvision
+from _timing import median_ms
 
 import fxprune
-
-
-def _latency_ms(fn, x: torch.Tensor, warmup: int, iters: int, device: str) -> float:
-    times = []
-    with torch.no_grad():
-        for _ in range(warmup):
-            fn(x)
-        for _ in range(iters):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn(x)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -95,13 +79,13 @@ def main() -> None:
         for b in args.batch:
             x = torch.randn(b, 3, args.size, args.size, device=device)
             compile_s = 0.0
-            ms = {"eager": _latency_ms(model, x, args.warmup, args.iters, device)}
+            ms = {"eager": median_ms(model, x, iters=args.iters, warmup=args.warmup, device=device)}
             for key, fn in variants.items():
                 t0 = time.perf_counter()
                 with torch.no_grad():
                     fn(x)  # compiles this batch size's graph
                 compile_s += time.perf_counter() - t0
-                ms[key] = _latency_ms(fn, x, args.warmup, args.iters, device)
+                ms[key] = median_ms(fn, x, iters=args.iters, warmup=args.warmup, device=device)
             report = fxprune.dynamo.reports()[-1]
             macs_x = report.macs_before / max(report.macs_after, 1)
             row = (f"{name:<20}{b:>6}{ms['eager']:>10.1f}{ms['inductor']:>10.1f}{ms['fx+eager']:>10.1f}"

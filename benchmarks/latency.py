@@ -27,29 +27,13 @@ import datetime
 import json
 import os
 import platform
-import statistics
-import time
 import warnings
 
 import torch
 import torchvision
+from _timing import median_ms
 
 import fxprune
-
-
-def latency_ms(fn, x: torch.Tensor, iters: int, warmup: int, device: str) -> float:
-    times = []
-    with torch.no_grad():
-        for i in range(warmup + iters):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn(x)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def variants(model: torch.nn.Module, device: str, is_cnn: bool):
@@ -114,7 +98,7 @@ def main() -> None:
             for b in batches:
                 x = torch.randn(b, 3, args.size, args.size)
                 for label, fn, cast in variants(small, device, is_cnn):
-                    row["ms"][f"b{b} {label}"] = latency_ms(fn, cast(x), args.iters, args.warmup, device)
+                    row["ms"][f"b{b} {label}"] = median_ms(fn, cast(x), iters=args.iters, warmup=args.warmup, device=device)
                 torch._dynamo.reset()
             if r == 0:
                 base = {"macs": macs, **row["ms"]}

@@ -15,7 +15,7 @@ from .passes.dependency import analyze as _analyze
 from .passes.keys import ANALYSIS, INPUTS, REPORT
 from .passes.rewrite import rewrite
 from .plan import _check_ratio, make_plan
-from .report import Report, count_macs, count_params
+from .report import make_report
 from .verify import verify as _verify
 
 __all__ = ["compile", "analyze"]
@@ -152,17 +152,7 @@ def compile(
     t = time.perf_counter()
     out = rewrite(gm, plan)
     seconds["rewrite"] = time.perf_counter() - t
-    report = Report(
-        model=type(model).__name__,
-        capture=gm.meta[ANALYSIS].capture,
-        plan=plan,
-        analysis=gm.meta[ANALYSIS],
-        params_before=count_params(gm),
-        params_after=count_params(out),
-        macs_before=count_macs(gm, inputs),
-        macs_after=count_macs(out, inputs),
-        seconds=seconds,
-    )
+    report = make_report(type(model).__name__, gm, out, plan, inputs, seconds)
     out.meta[REPORT] = report
     out.meta[INPUTS] = _shapes_only(inputs)
     if verify:

@@ -49,7 +49,7 @@ from .passes.dependency import analyze as _analyze
 from .passes.keys import ANALYSIS, CAPTURE, REPORT
 from .passes.rewrite import rewrite
 from .plan import Group, Plan
-from .report import Report, count_macs, count_params
+from .report import Report, make_report
 
 __all__ = ["backend", "fxprune_backend", "lift", "reports", "reset", "StaleWeightsError", "remap_plan"]
 
@@ -258,7 +258,7 @@ class FxpruneBackend:
         if cached is not None:
             plan, notes = remap_plan(cached, lifted.gm)
             pruned = rewrite(lifted.gm, plan)
-            pruned.meta[REPORT] = _report(lifted.gm, pruned, plan, inputs)
+            pruned.meta[REPORT] = make_report("DynamoGraph", lifted.gm, pruned, plan, inputs)
         else:
             from .api import compile as _compile
 
@@ -307,19 +307,6 @@ class FxpruneBackend:
         """Forget every decision (reports and graphs stay). ``torch._dynamo.reset()`` calls
         this on the backends it has used."""
         self._cache.clear()
-
-
-def _report(gm: fx.GraphModule, pruned: fx.GraphModule, plan: Plan, inputs: tuple) -> Report:
-    return Report(
-        model="DynamoGraph",
-        capture=gm.meta[ANALYSIS].capture,
-        plan=plan,
-        analysis=gm.meta[ANALYSIS],
-        params_before=count_params(gm),
-        params_after=count_params(pruned),
-        macs_before=count_macs(gm, inputs),
-        macs_after=count_macs(pruned, inputs),
-    )
 
 
 def _guarded(run: Callable, lifted: Lifted, example_inputs: list[Any]) -> Callable:

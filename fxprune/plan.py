@@ -143,6 +143,27 @@ def _head_classes(analysis: Analysis) -> set[int]:
     return out
 
 
+def _product_dims(analysis: Analysis) -> list[list[int]]:
+    """The classes of every product dim in the parameter layouts (looking inside
+    concatenations), each layout once."""
+    out: list[list[int]] = []
+
+    def visit(lay: Layout) -> None:
+        if lay.kind == "prod":
+            out.append(list(lay.classes()))
+        for p in lay.parts:
+            if lay.kind == "cat":
+                visit(p)
+
+    seen: set[int] = set()
+    for lays in analysis.param_layouts.values():
+        for lay in lays:
+            if id(lay) not in seen:
+                seen.add(id(lay))
+                visit(lay)
+    return out
+
+
 def _heads_split(analysis: Analysis, exact: bool, heads: str) -> tuple[dict[int, int], set[int]]:
     """Attention units: (factor counts for the pruned unit, classes that keep every index).
 
@@ -163,26 +184,15 @@ def _heads_split(analysis: Analysis, exact: bool, heads: str) -> tuple[dict[int,
     if heads == "head_dim":
         keep |= hs
 
-    def visit(lay: Layout) -> None:
-        if lay.kind == "prod":
-            inside = set(lay.classes()) & prunable
-            h = inside & hs
-            if h:
-                unit = h if heads == "heads" else inside - h
-                for c in unit:
-                    k[c] = max(k.get(c, 1), len(unit))
-                if heads == "heads":
-                    keep.update(inside - h)
-        for p in lay.parts:
-            if lay.kind == "cat":
-                visit(p)
-
-    seen: set[int] = set()
-    for lays in analysis.param_layouts.values():
-        for lay in lays:
-            if id(lay) not in seen:
-                seen.add(id(lay))
-                visit(lay)
+    for classes in _product_dims(analysis):
+        inside = set(classes) & prunable
+        h = inside & hs
+        if h:
+            unit = h if heads == "heads" else inside - h
+            for c in unit:
+                k[c] = max(k.get(c, 1), len(unit))
+            if heads == "heads":
+                keep.update(inside - h)
     if heads == "heads":
         keep -= hs
     return k, keep
@@ -198,22 +208,10 @@ def _factors(analysis: Analysis, exact: bool) -> dict[int, int]:
     # only classes this plan will actually prune count as factors
     prunable = {c.id for c in analysis.prunable() if c.size > 1 and (c.approx is None or not exact)}
     k: dict[int, int] = {}
-
-    def visit(lay: Layout) -> None:
-        if lay.kind == "prod":
-            inside = set(lay.classes()) & prunable
-            for c in inside:
-                k[c] = max(k.get(c, 1), len(inside))
-        for p in lay.parts:
-            if lay.kind == "cat":
-                visit(p)
-
-    seen: set[int] = set()
-    for lays in analysis.param_layouts.values():
-        for lay in lays:
-            if id(lay) not in seen:
-                seen.add(id(lay))
-                visit(lay)
+    for classes in _product_dims(analysis):
+        inside = set(classes) & prunable
+        for c in inside:
+            k[c] = max(k.get(c, 1), len(inside))
     return k
 
 

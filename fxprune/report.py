@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .passes.dependency import Analysis, Unsupported
 from .plan import Plan
 
-__all__ = ["Report", "count_macs", "count_params", "latency_ms"]
+__all__ = ["Report", "count_macs", "count_params", "latency_ms", "make_report"]
 
 
 def _modes(m: nn.Module) -> dict[str, bool]:
@@ -221,3 +221,21 @@ class Report:
         if self.verification is not None:
             parts.append(f"<p>{self.verification}</p>")
         return "\n".join(parts)
+
+
+def make_report(model: str, gm: Any, pruned: nn.Module, plan: Plan, inputs: tuple,
+                seconds: dict[str, float] | None = None) -> Report:  # fmt: skip
+    """The report of a pruning: ``gm`` is the analyzed original, ``pruned`` the rewrite of
+    it under ``plan``; parameters and MACs are measured on both with ``inputs``."""
+    analysis = gm.meta["fxprune.analysis"]
+    return Report(
+        model=model,
+        capture=analysis.capture,
+        plan=plan,
+        analysis=analysis,
+        params_before=count_params(gm),
+        params_after=count_params(pruned),
+        macs_before=count_macs(gm, inputs),
+        macs_after=count_macs(pruned, inputs),
+        seconds=dict(seconds or {}),
+    )
