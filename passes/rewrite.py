@@ -507,14 +507,22 @@ def _rw_getitem(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: f
     return None, (args[0], new_idx), kwargs
 
 
-@register_rewrite("conv_transpose")
-@register_rewrite("conv")
-def _rw_conv(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
-    """groups is the 7th argument of F.conv*d and F.conv_transpose*d alike."""
-    g = rw.extra(node, "groups")
-    if g is None:
-        return None
-    return None, *_replace(args, kwargs, 6, "groups", rw.new_size(g))
+def _groups_at(position: int) -> Callable:
+    """A rewrite that sets the ``groups`` argument (at ``position``, or by name) to the new
+    size of the node's recorded groups class."""
+
+    def rw_groups(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
+        g = rw.extra(node, "groups")
+        if g is None:
+            return None
+        return None, *_replace(args, kwargs, position, "groups", rw.new_size(g))
+
+    return rw_groups
+
+
+# groups is the 7th argument of F.conv*d and F.conv_transpose*d alike, the 9th of aten.convolution
+register_rewrite("conv")(_groups_at(6))
+register_rewrite("conv_transpose")(_groups_at(6))
 
 
 @register_rewrite("group_norm")
@@ -596,13 +604,7 @@ def _rw_aten_assert(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, grap
     }
 
 
-@register_rewrite("aten.convolution")
-def _rw_aten_convolution(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
-    """``aten.convolution``: groups is the 9th argument."""
-    g = rw.extra(node, "groups")
-    if g is None:
-        return None
-    return None, *_replace(args, kwargs, 8, "groups", rw.new_size(g))
+register_rewrite("aten.convolution")(_groups_at(8))
 
 
 from .rules_attention import register_rewrites as _attention_rewrites  # noqa: E402

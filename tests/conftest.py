@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -20,3 +21,14 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.running_mean.copy_(torch.empty(m.running_mean.shape).uniform_(-0.5, 0.5, generator=g))
                 m.running_var.copy_(torch.empty(m.running_var.shape).uniform_(0.5, 2.0, generator=g))
     return model
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is faster, and immune to a busy machine (spinning
+    OpenMP workers made these tests ~100x slower under load). Use it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

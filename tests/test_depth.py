@@ -19,14 +19,7 @@ import fxprune
 from fxprune.depth import block_scores, linear_cka
 from fxprune.verify import relative_error
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one intra-op thread is faster than two fighting on a busy CI box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cbr(c: int) -> nn.Sequential:
