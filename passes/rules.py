@@ -929,11 +929,20 @@ def _split_out(ctx: Ctx, input: Val, d: int, sizes: list[int], keep_dim: bool = 
     return outs
 
 
+_SPLIT_SPELLINGS = {"split_size_or_sections", "split_size", "split_sizes", "chunks", "indices",
+                    "sections", "indices_or_sections", "tensor_indices_or_sections"}
+
+
 @register_rule("split", torch.split, torch.chunk, torch.tensor_split,
                methods=("split", "chunk", "split_with_sizes", "tensor_split"))  # fmt: skip
-def _split(ctx: Ctx, input: Val, split: Any, dim: int = 0) -> Any:
-    """split / chunk along any dim: the input dim is the pieces one after another."""
-    if isinstance(split, Val):
+def _split(ctx: Ctx, input: Val, split: Any = None, dim: int = 0, **spelled: Any) -> Any:
+    """split / chunk along any dim: the input dim is the pieces one after another. The piece
+    sizes come from the example outputs, so every keyword spelling of the pieces
+    (``split_size_or_sections=``, ``chunks=``, ``indices=``, ``sections=``, ...) is accepted."""
+    unknown = set(spelled) - _SPLIT_SPELLINGS
+    if unknown:
+        raise ValueError(f"split with arguments {sorted(unknown)} is not described")
+    if isinstance(split, Val) or any(isinstance(v, Val) for v in spelled.values()):
         raise ValueError("split by a tensor of indices is not described")
     d = _dim(dim, input.ndim)
     sizes = [spec.shape[d] for spec in ctx.spec]

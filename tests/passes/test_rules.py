@@ -860,6 +860,37 @@ def test_split_int_size_reordered_cat():
     _run_and_check(M(), X2, expect_widths={"c1.weight": (8, 3, 3, 3), "c2.weight": (4, 8, 1, 1)})
 
 
+@pytest.mark.parametrize(
+    "split",
+    [
+        lambda y: torch.tensor_split(y, indices=(6,), dim=1),  # torchvision MViT's spelling
+        lambda y: torch.split(y, split_size_or_sections=[6, 10], dim=1),
+        lambda y: y.split(split_size=8, dim=1),
+        lambda y: torch.chunk(y, chunks=2, dim=1),
+        lambda y: y.tensor_split(sections=2, dim=1),
+    ],
+    ids=["tensor_split-indices", "split-sections-kw", "method-split_size-kw", "chunk-chunks-kw",
+         "tensor_split-sections-kw"],
+)
+def test_split_keyword_spellings(split):
+    """Every keyword spelling of split / chunk / tensor_split is analyzed (both pieces pruned,
+    each in its own class) and rewritten; the pieces come from the example outputs."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.c2 = nn.Conv2d(16, 4, 1)
+
+        def forward(self, x):
+            p, q = split(self.c1(x).relu())
+            return self.c2(torch.cat([q, p], 1))
+
+    out, report, _ = _run_and_check(M(), X2)
+    assert out.get_parameter("c1.weight").shape[0] < 16
+    assert not report.unsupported
+
+
 @pytest.mark.parametrize("spelling", ["F.glu", "chunk_gate"])
 def test_glu(spelling):
     """conv(16) -> GLU over channels (F.glu, or a, b = chunk(2, dim=-3); a * sigmoid(b)): the
