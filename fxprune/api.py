@@ -49,7 +49,7 @@ def compile(
     example_inputs: Any,
     exact: bool = False,
     importance: str | Criterion = "l2",
-    round_to: int = 1,
+    round_to: int | str = 1,
     scores: Mapping[int, torch.Tensor] | None = None,
     verify: bool = False,
     speedup: float | None = None,
@@ -75,7 +75,10 @@ def compile(
         exact: prune only groups whose removal provably leaves the rest unchanged.
         importance: a criterion name ("l2", "l1", "random", "bn_scale", "taylor", "hessian",
             "zeroshot") or a ``fxprune.importance.Criterion``; ignored when ``scores`` is given.
-        round_to: keep a multiple of this many indices per group.
+        round_to: keep a multiple of this many indices per group, or ``"auto"``: widths
+            measured on the model's device (the hardware's channel step, and a group stays
+            whole where no narrower width runs faster; cached per device, see
+            ``fxprune.hardware``). Measured at the example inputs' shapes.
         verify: also run the masked-equals-pruned check and put it in the report.
         speedup: instead of a ratio, prune until base MACs / pruned MACs reaches this.
         params: instead of a ratio, prune until base / pruned parameter count reaches this.

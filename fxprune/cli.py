@@ -141,6 +141,8 @@ def _prune(args: argparse.Namespace, bench_only: bool = False) -> int:
           f"analysis {report.seconds.get('analyze', 0):.2f}s, rewrite {report.seconds.get('rewrite', 0):.2f}s")  # fmt: skip
     for u in report.unsupported:
         print(u.message())
+    for n in report.notes:
+        print(f"note: {n}")
     if result is not None:
         print(result)
     if args.out:
@@ -228,6 +230,15 @@ def _members(params: tuple) -> str:
     return shown + (f" +{len(params) - 3}" if len(params) > 3 else "")
 
 
+def _round_to(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int or 'auto', got {text!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--size", type=int, default=224, help="input resolution (input is batch x 3 x size x size)")
@@ -243,7 +254,8 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--params", type=float, default=None, help="target base/pruned parameters instead of a ratio")
     target.add_argument("--global-ranking", action="store_true", help="rank channels across groups")
     target.add_argument("--exact", action="store_true", help="prune exact groups only")
-    target.add_argument("--round-to", type=int, default=1, help="keep a multiple of this many channels")
+    target.add_argument("--round-to", type=_round_to, default=1,
+                        help="keep a multiple of this many channels, or 'auto' (measured on this machine)")  # fmt: skip
     target.add_argument("--iters", type=int, default=10, help="timed runs per model")
 
     model_help = "torchvision:NAME, timm:NAME or path/to/file.py:factory"
@@ -269,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = torch.get_num_threads()
     for name in ("size", "batch", "iters", "round_to"):
         value = getattr(args, name, None)
-        if value is not None and value < 1:
+        if isinstance(value, int) and value < 1:
             print(f"fxprune: --{name.replace('_', '-')} must be >= 1, got {value}", file=sys.stderr)
             return 2
     if args.threads is not None:

@@ -219,6 +219,8 @@ def _keep_count(size: int, ratio: float, round_to: int, min_keep: int = 1) -> in
     # nearest, ties towards keeping: a factor's share of the ratio may be well under one index
     keep = size - math.ceil(size * ratio - 0.5 - 1e-9)
     keep = max(keep, min(size, min_keep))
+    if not isinstance(round_to, int):
+        return max(1, keep)  # round_to="auto": the WidthChooser rounds afterwards
     if round_to > 1:
         keep = min(size, math.ceil(keep / round_to) * round_to)
     return max(1, keep)
@@ -248,7 +250,7 @@ def _order(s: torch.Tensor) -> list[int]:
 
 
 def _allocate(
-    analysis: Analysis, scores: Mapping[int, torch.Tensor], ratio: float, *, exact: bool, round_to: int,
+    analysis: Analysis, scores: Mapping[int, torch.Tensor], ratio: float, *, exact: bool, round_to: Any,
     min_keep: int | float | None, global_ranking: bool, ratios: Mapping[str, float], ignore: Iterable[str],
     heads: str = "heads",
 ) -> tuple[list[Group], dict[int, tuple[int, ...]]]:  # fmt: skip
@@ -290,6 +292,9 @@ def _allocate(
                 budget -= 1
         for c, _, floor in candidates:
             counts[c.id] = _keep_count(c.size, removed[c.id] / c.size, round_to, floor)
+    if not isinstance(round_to, int):  # a WidthChooser (round_to="auto")
+        counts = {cid: round_to(cid, n, _min_keep(min_keep, _size(analysis, cid), global_ranking))
+                  for cid, n in counts.items()}  # fmt: skip
     keep = {cid: tuple(sorted(_order(scores[cid])[:n])) for cid, n in counts.items() if n < _size(analysis, cid)}
     return groups, keep
 
@@ -304,7 +309,7 @@ def make_plan(
     scores: Mapping[int, torch.Tensor] | None = None,
     *,
     exact: bool = False,
-    round_to: int = 1,
+    round_to: int | str = 1,
     min_keep: int | float | None = None,
     global_ranking: bool = False,
     speedup: float | None = None,
@@ -323,7 +328,10 @@ def make_plan(
     the ratio of the groups a matching module produces (the group's first parameter in
     graph order; FQN globs); ``ignore=[glob]`` leaves every group touching a matching
     module whole, its inputs included. ``min_keep``: indices (int) or fraction
-    (float < 1) a group always keeps. ``round_to``: kept counts are multiples of it.
+    (float < 1) a group always keeps. ``round_to``: kept counts are multiples of it, or
+    ``"auto"``: widths measured on the model's device and cached (``fxprune.hardware``):
+    counts rounded to the hardware's step, and a group stays whole where no narrower width
+    runs faster; what was chosen is in ``plan.meta["round_to"]``.
 
     Targets instead of a ratio: ``speedup=s`` (base MACs / pruned MACs) or ``params=f``
     (base parameters / pruned parameters). The overall ratio is found by bisection, counting
@@ -356,8 +364,8 @@ def make_plan(
             raise ValueError(f"{name} must be a number >= 1 (base / pruned), got {t!r}")
     for pat, r in (ratios or {}).items():
         _check_ratio(r, f"ratios[{pat!r}]")
-    if not isinstance(round_to, int) or round_to < 1:
-        raise ValueError(f"round_to must be a positive int, got {round_to!r}")
+    if round_to != "auto" and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
+        raise ValueError(f"round_to must be a positive int or \"auto\" (measured on this device), got {round_to!r}")
     if min_keep is not None and (isinstance(min_keep, bool) or not isinstance(min_keep, (int, float)) or min_keep <= 0):
         raise ValueError(f"min_keep must be a positive int or a fraction in (0, 1), got {min_keep!r}")
     if isinstance(ignore, str):
@@ -371,16 +379,32 @@ def make_plan(
         from .importance import magnitude
 
         scores = magnitude(gm, 2)
-    opts = dict(exact=exact, round_to=round_to, min_keep=min_keep, global_ranking=global_ranking,
+    chooser = None
+    if round_to == "auto":
+        from .hardware import WidthChooser
+
+        chooser = WidthChooser(gm, analysis)
+    opts = dict(exact=exact, round_to=chooser or round_to, min_keep=min_keep, global_ranking=global_ranking,
                 ratios=dict(ratios or {}), ignore=list(ignore), heads=heads)  # fmt: skip
 
     def plan_at(r: float) -> Plan:
+        if chooser is not None:
+            chooser.kept_whole.clear()
+            chooser.stepped_down.clear()
         groups, keep = _allocate(analysis, scores, r, **opts)  # type: ignore[arg-type]
-        return Plan(float(r), tuple(groups), keep, exact_only=exact, removed_blocks=tuple(gm.meta.get(REMOVED, ())))
+        plan = Plan(float(r), tuple(groups), keep, exact_only=exact, removed_blocks=tuple(gm.meta.get(REMOVED, ())))
+        if chooser is not None:
+            plan.meta["round_to"] = chooser.summary()
+        return plan
 
-    if not targets:
-        return plan_at(float(ratio))  # type: ignore[arg-type]
-    return _search(gm, plan_at, "speedup" if speedup is not None else "params", targets[0], example_inputs, tolerance)
+    try:
+        if not targets:
+            return plan_at(float(ratio))  # type: ignore[arg-type]
+        return _search(gm, plan_at, "speedup" if speedup is not None else "params", targets[0], example_inputs,
+                       tolerance)  # fmt: skip
+    finally:
+        if chooser is not None:
+            chooser.save()
 
 
 def _check_ratio(ratio: Any, name: str = "ratio") -> None:

@@ -228,8 +228,16 @@ def make_report(model: str, gm: Any, pruned: nn.Module, plan: Plan, inputs: tupl
     """The report of a pruning: ``gm`` is the analyzed original, ``pruned`` the rewrite of
     it under ``plan``; parameters and MACs are measured on both with ``inputs``."""
     analysis = gm.meta["fxprune.analysis"]
+    notes = []
+    hw = plan.meta.get("round_to")
+    if hw:  # round_to="auto"
+        notes.append(f"round_to=auto on {hw['device']}: channel step {hw['step']}, {hw['measured']} new layer "
+                     f"timings (cache {hw['cache']})")  # fmt: skip
+        for cid, why in hw["kept_whole"].items():
+            notes.append(f"group {cid} kept whole: {why}")
     return Report(
         model=model,
+        notes=notes,
         capture=analysis.capture,
         plan=plan,
         analysis=analysis,

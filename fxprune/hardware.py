@@ -1,0 +1,289 @@
+"""Hardware-aware widths: ``round_to="auto"``.
+
+A pruned width the hardware runs badly can make a model slower than the unpruned one (a
+5% cut that leaves 1,000 channels where 1,024 ran on full vector or tensor-core tiles). With
+``round_to="auto"`` fxprune measures instead of guessing, on the device and dtype the model's
+parameters live on:
+
+1. **Step.** A 1x1 convolution is timed at every output width of a range; the step is the
+   largest of 1, 2, 4, ..., 64 where padding a width up to a multiple of it costs nothing
+   (within 3%, for at least 80% of the widths): the hardware's tile. Kept counts are then
+   rounded to the nearest multiple of the step (per physical channel: a head of 64 dims is
+   already a multiple).
+2. **Per group.** Each group's convolutions and linear layers (``nn.Conv1d/2d/3d`` and
+   ``nn.Linear`` with their example input shapes) are timed at the full width and at the
+   rounded width. When the rounded width is not measurably faster (2%), one step narrower is
+   tried; when neither is faster the group stays whole: removing its channels would not buy
+   time on this device.
+
+Measurements are cached per device (CPU model and thread count, or GPU name; torch version;
+dtype) in ``$FXPRUNE_CACHE_DIR/latency.json`` (default ``~/.cache/fxprune``), so a second
+compile on the same machine measures nothing. Timings are the minimum over repeats, which
+is robust against other work on the machine. The chosen step and the groups kept whole are
+in ``plan.meta["round_to"]`` and the report.
+
+Layers this module cannot rebuild on its own (functional convolutions in exported graphs,
+grouped but not depthwise convolutions) are not timed; their groups are only rounded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import fx, nn
+
+from .passes.keys import SPEC
+
+__all__ = ["WidthChooser", "device_key", "measure_step", "cache_path"]
+
+_STEPS = (1, 2, 4, 8, 16, 32, 64)
+_FREE = 0.03  # padding up to a multiple of the step costs at most this much
+_FASTER = 0.02  # a narrower group must be at least this much faster to be worth it
+
+
+def cache_path() -> Path:
+    root = os.environ.get("FXPRUNE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "fxprune")
+    return Path(root) / "latency.json"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_key(device: torch.device, dtype: torch.dtype) -> str:
+    """What a latency measurement is valid for: the device model, threads, torch, dtype."""
+    if device.type == "cuda":
+        where = f"cuda:{torch.cuda.get_device_name(device)}"
+    else:
+        where = f"{device.type}:{_cpu_name()}:{torch.get_num_threads()}threads"
+    return f"{where}|torch {torch.__version__}|{str(dtype).replace('torch.', '')}"
+
+
+def _load(path: Path) -> dict[str, dict[str, float]]:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}  # a missing or damaged cache only costs re-measuring
+
+
+def _save(path: Path, data: dict[str, dict[str, float]]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=0, sort_keys=True))
+        tmp.replace(path)  # atomic: concurrent compiles never read half a file
+    except OSError:
+        pass  # a read-only home: measurements are simply not kept
+
+
+def _time_ms(fn: Callable[[], Any], device: torch.device, *, repeat: int = 15, warmup: int = 3) -> float:
+    """Minimum wall-clock milliseconds of ``fn()`` (synchronized on CUDA)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    best = math.inf
+    with torch.no_grad():
+        for i in range(warmup + repeat):
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            if i >= warmup:
+                best = min(best, (time.perf_counter() - t0) * 1e3)
+    return best
+
+
+def _layer_ms(layer: nn.Module, x: torch.Tensor, device: torch.device, repeat: int = 15) -> float:
+    """Minimum milliseconds of one call of ``layer`` on ``x`` (tests substitute a cost model)."""
+    return _time_ms(lambda: layer(x), device, repeat=repeat, warmup=max(2, repeat // 5))
+
+
+def measure_step(device: torch.device, dtype: torch.dtype, cache: dict[str, float] | None = None) -> int:
+    """The hardware's channel step (see the module docstring), measured on a 1x1 conv
+    ``in=256`` over 28x28 (batch 1 on CPU, 32 on CUDA) at output widths 193..256."""
+    if cache is not None and "step" in cache:
+        return int(cache["step"])
+    batch = 32 if device.type == "cuda" else 1
+    x = torch.randn(batch, 256, 28, 28, device=device, dtype=dtype)
+    widths = range(193, 257)
+    lat = {}
+    for w in widths:
+        conv = nn.Conv2d(256, w, 1, bias=False).to(device=device, dtype=dtype)
+        lat[w] = _layer_ms(conv, x, device, repeat=9)
+    step = 1
+    for s in _STEPS[1:]:
+        ok = [lat[math.ceil(w / s) * s] <= lat[w] * (1 + _FREE) for w in widths if math.ceil(w / s) * s in lat]
+        if ok and sum(ok) >= 0.8 * len(ok):
+            step = s
+    if cache is not None:
+        cache["step"] = step
+    return step
+
+
+class _Probe:
+    """One parameterized layer of a group: rebuilt at another width and timed."""
+
+    def __init__(self, module: nn.Module, in_shape: tuple[int, ...], dim: int, size: int):
+        self.module, self.in_shape, self.dim, self.size = module, in_shape, dim, size
+
+    def key(self, n: int) -> str:
+        m = self.module
+        if isinstance(m, nn.Linear):
+            return f"linear|x{list(self.in_shape)}|w{[m.out_features, m.in_features]}|d{self.dim}={n}|b{m.bias is not None}"
+        return (f"{type(m).__name__}|x{list(self.in_shape)}|w{list(m.weight.shape)}|d{self.dim}={n}|k{m.kernel_size}"
+                f"|s{m.stride}|p{m.padding}|dl{m.dilation}|g{m.groups}|b{m.bias is not None}")  # fmt: skip
+
+    def build(self, n: int, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, torch.Tensor]:
+        m = self.module
+        shape = list(self.in_shape)
+        if isinstance(m, nn.Linear):
+            out_f, in_f = m.out_features, m.in_features
+            if self.dim == 0:
+                out_f = n
+            else:
+                in_f = shape[-1] = n
+            layer: nn.Module = nn.Linear(in_f, out_f, bias=m.bias is not None)
+        else:
+            out_c, in_c, groups = m.out_channels, m.in_channels, m.groups
+            if groups > 1:  # depthwise: in, out and groups move together
+                out_c = in_c = groups = shape[1] = n
+            elif self.dim == 0:
+                out_c = n
+            else:
+                in_c = shape[1] = n
+            layer = type(m)(in_c, out_c, m.kernel_size, stride=m.stride, padding=m.padding,
+                            dilation=m.dilation, groups=groups, bias=m.bias is not None,
+                            padding_mode=m.padding_mode)  # fmt: skip
+        layer = layer.to(device=device, dtype=dtype).eval()
+        return layer, torch.randn(shape, device=device, dtype=dtype)
+
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _probes(gm: fx.GraphModule, cls: Any) -> list[_Probe]:
+    """The group's convolutions and linear layers that can be rebuilt at another width."""
+    first_call: dict[str, fx.Node] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target not in first_call:
+            first_call[node.target] = node
+    out = []
+    for fqn, dim in cls.params:
+        owner, _, leaf = fqn.rpartition(".")
+        node = first_call.get(owner)
+        if leaf != "weight" or node is None or not node.args or not isinstance(node.args[0], fx.Node):
+            continue
+        m = gm.get_submodule(owner)
+        spec = node.args[0].meta.get(SPEC)
+        if not isinstance(getattr(spec, "shape", None), tuple) or m.weight.shape[dim] != cls.size:
+            continue  # a product dim (heads x head_dim, groups x channels): not rebuilt here
+        if isinstance(m, nn.Linear) or (
+            isinstance(m, _CONVS) and (m.groups == 1 or m.groups == m.in_channels == m.out_channels)
+        ):
+            out.append(_Probe(m, tuple(spec.shape), dim, cls.size))
+    return out
+
+
+class WidthChooser:
+    """``round_to="auto"``: kept counts the device runs well (module docstring).
+
+    ``chooser(cid, keep, floor)`` returns the count to keep for group ``cid`` given the
+    allocation's ``keep`` and the group's minimum; ``chooser.save()`` writes the cache.
+    """
+
+    def __init__(self, gm: fx.GraphModule, analysis: Any):
+        p = next(iter(gm.parameters()), None)
+        self.device = p.device if p is not None else torch.device("cpu")
+        self.dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+        self.gm, self.analysis = gm, analysis
+        self.path = cache_path()
+        self.key = device_key(self.device, self.dtype)
+        self._all = _load(self.path)
+        self.cache = self._all.setdefault(self.key, {})
+        self.measured = 0
+        self.measurable = self.device.type != "meta"
+        self.step = measure_step(self.device, self.dtype, self.cache) if self.measurable else 1
+        self._probes: dict[int, list[_Probe]] = {}
+        self._units: dict[int, int] = {}
+        self.kept_whole: dict[int, str] = {}
+        self.stepped_down: list[int] = []
+
+    def _unit(self, cid: int) -> int:
+        """Physical channels per index of the group (a head of 64 dims: 64)."""
+        if cid not in self._units:
+            c = self.analysis.classes[cid]
+            units = []
+            for fqn, dim in c.params:
+                try:
+                    t = self.gm.get_parameter(fqn)
+                except AttributeError:
+                    continue
+                if t.shape[dim] % c.size == 0:
+                    units.append(t.shape[dim] // c.size)
+            self._units[cid] = min(units) if units else 1
+        return self._units[cid]
+
+    def latency(self, cid: int, n: int) -> float | None:
+        """Summed minimum milliseconds of the group's layers at width ``n`` (None: no layer
+        of the group can be timed)."""
+        if cid not in self._probes:
+            self._probes[cid] = _probes(self.gm, self.analysis.classes[cid]) if self.measurable else []
+        probes = self._probes[cid]
+        if not probes:
+            return None
+        total = 0.0
+        for pr in probes:
+            k = pr.key(n)
+            if k not in self.cache:
+                layer, x = pr.build(n, self.device, self.dtype)
+                self.cache[k] = _layer_ms(layer, x, self.device)
+                self.measured += 1
+            total += self.cache[k]
+        return total
+
+    def __call__(self, cid: int, keep: int, floor: int = 1) -> int:
+        size = self.analysis.classes[cid].size
+        if keep >= size:
+            return size
+        m = self.step // math.gcd(self.step, self._unit(cid))  # in indices of this group
+        if m <= 1 or size <= m:
+            cand = keep
+        else:
+            cand = max(m, int(math.floor(keep / m + 0.5)) * m, math.ceil(floor / m) * m)
+        if cand >= size:
+            return size
+        full = self.latency(cid, size)
+        if full is None:
+            return cand  # nothing to time: rounding only
+        for n in (cand, cand - m) if m > 1 else (cand,):
+            if n < max(floor, 1):
+                continue
+            t = self.latency(cid, n)
+            if t is not None and t < full * (1 - _FASTER):
+                if n != cand:
+                    self.stepped_down.append(cid)
+                return n
+        self.kept_whole[cid] = f"width {cand} of {size} measured no faster than {size} on this device"
+        return size
+
+    def summary(self) -> dict[str, Any]:
+        return {"device": self.key, "step": self.step, "measured": self.measured, "cache": str(self.path),
+                "kept_whole": dict(self.kept_whole), "stepped_down": sorted(set(self.stepped_down))}  # fmt: skip
+
+    def save(self) -> None:
+        if self.measured or "step" in self.cache:
+            fresh = _load(self.path)  # another process may have added measurements meanwhile
+            fresh.setdefault(self.key, {}).update(self.cache)
+            _save(self.path, fresh)

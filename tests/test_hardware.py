@@ -1,0 +1,162 @@
+"""round_to="auto": hardware-aware widths (fxprune.hardware).
+
+The decision logic is tested against a synthetic cost model substituted for the timer (a
+staircase device with a tile of 8 channels, and one layer that no narrower width speeds up),
+so the expected widths are known exactly; one test runs the real timer end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import fxprune
+from fxprune import hardware
+from fxprune.cli import main as cli_main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+X = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 64, 3, padding=1)
+        self.c2 = nn.Conv2d(64, 40, 3, padding=1)
+        self.c3 = nn.Conv2d(40, 48, 1)
+        self.head = nn.Linear(48, 10)
+
+    def forward(self, x):
+        x = self.c3(self.c2(self.c1(x).relu()).relu()).relu()
+        return self.head(x.mean((2, 3)))
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("FXPRUNE_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def _tile(n: int, t: int = 8) -> int:
+    return math.ceil(n / t) * t
+
+
+@pytest.fixture
+def staircase(monkeypatch):
+    """A device whose convs cost (in tiles) x (out tiles) x pixels x taps, tiles of 8
+    channels; c3 (Net's 1x1 conv) costs the same at any width: narrowing it buys nothing."""
+    calls = []
+
+    def cost(layer, x, device, repeat=15):
+        calls.append(layer)
+        if isinstance(layer, nn.Linear):
+            return _tile(layer.in_features) * _tile(layer.out_features) * 1e-6
+        if layer.kernel_size == (1, 1) and layer.in_channels != 256:  # (256: measure_step's probe)
+            return 1.0  # c3 costs the same at any width
+        pixels = x.shape[-1] * x.shape[-2]
+        return _tile(layer.in_channels) * _tile(layer.out_channels) * pixels * layer.kernel_size[0] ** 2 * 1e-7
+
+    monkeypatch.setattr(hardware, "_layer_ms", cost)
+    return calls
+
+
+def _widths(out):
+    return {k: tuple(v.shape) for k, v in out.state_dict().items() if k.endswith("weight")}
+
+
+def test_step_is_the_staircase_tile(cache_dir, staircase):
+    assert hardware.measure_step(torch.device("cpu"), torch.float32) == 8
+
+
+def test_auto_rounds_to_the_step_and_keeps_unhelpful_groups_whole(cache_dir, staircase):
+    m = Net().eval()
+    out = fxprune.compile(m, 0.3, example_inputs=X, round_to="auto", verify=True)
+    w = _widths(out)
+    # c1: 64 * 0.7 = 44.8 -> 45 -> nearest multiple of 8: 48; c2: 40 * 0.7 = 28 -> 32 (nearest, ties up)
+    assert w["c1.weight"][0] == 48 and w["c2.weight"][0] == 32
+    # c3's outputs: narrowing is no faster on this device, so the group stays whole
+    assert w["c3.weight"][0] == 48
+    report = out.meta["fxprune.report"]
+    hw = report.plan.meta["round_to"]
+    assert hw["step"] == 8 and len(hw["kept_whole"]) == 1
+    assert any("kept whole" in n and "no faster" in n for n in report.notes)
+    assert report.verification.passed
+    # an int round_to of the same step gives the same c1/c2 widths only where rounding up agrees
+    plain = _widths(fxprune.compile(m, 0.3, example_inputs=X, round_to=1))
+    assert plain["c1.weight"][0] == 45 and plain["c3.weight"][0] == 34
+
+
+def test_auto_measurements_are_cached_per_device(cache_dir, staircase):
+    m = Net().eval()
+    fxprune.compile(m, 0.5, example_inputs=X, round_to="auto")
+    first = len(staircase)
+    data = json.loads((cache_dir / "latency.json").read_text())
+    (key,) = data
+    assert key == hardware.device_key(torch.device("cpu"), torch.float32) and data[key]["step"] == 8
+    out = fxprune.compile(m, 0.5, example_inputs=X, round_to="auto")
+    assert len(staircase) == first, "the second compile re-measured"
+    assert out.meta["fxprune.report"].plan.meta["round_to"]["measured"] == 0
+
+
+def test_auto_latency_monotonic_in_ratio_under_the_cost_model(cache_dir, staircase):
+    """Under the staircase device, the summed cost of the pruned model's convs never rises
+    with the ratio, and no ratio costs more than the original."""
+    m = Net().eval()
+
+    def total(out):
+        s = 0.0
+        for mod in out.modules():
+            if isinstance(mod, nn.Conv2d):
+                s += hardware._layer_ms(mod, torch.empty(1, mod.in_channels, 16, 16), torch.device("cpu"))
+        return s
+
+    base = total(m)
+    costs = [total(fxprune.compile(m, r, example_inputs=X, round_to="auto")) for r in (0.0, 0.05, 0.1, 0.3, 0.5, 0.7)]
+    assert costs[0] == pytest.approx(base)
+    assert all(b <= a + 1e-12 for a, b in zip(costs, costs[1:])), costs
+    assert max(costs) <= base + 1e-12
+
+
+def test_auto_with_real_timer(cache_dir):
+    """The real measurement path: a plan that verifies, a cache file, a step in 1..64."""
+    m = Net().eval()
+    out = fxprune.compile(m, 0.5, example_inputs=X, round_to="auto", verify=True)
+    hw = out.meta["fxprune.report"].plan.meta["round_to"]
+    assert hw["step"] in (1, 2, 4, 8, 16, 32, 64) and hw["measured"] > 0
+    assert out.meta["fxprune.report"].verification.passed
+    assert (cache_dir / "latency.json").exists()
+
+
+def test_auto_with_speedup_target(cache_dir, staircase):
+    m = Net().eval()
+    out = fxprune.compile(m, speedup=1.5, example_inputs=X, round_to="auto")
+    w = _widths(out)
+    assert all(w[k][0] % 8 == 0 for k in ("c1.weight", "c2.weight", "c3.weight"))
+
+
+def test_auto_unwritable_cache_still_works(tmp_path, monkeypatch, staircase):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("FXPRUNE_CACHE_DIR", str(blocker / "sub"))
+    out = fxprune.compile(Net().eval(), 0.5, example_inputs=X, round_to="auto")
+    assert out.meta["fxprune.report"].plan.meta["round_to"]["step"] == 8
+
+
+@pytest.mark.parametrize("bad", ["fast", 0, -8, 2.5, True])
+def test_round_to_bad_values(bad):
+    with pytest.raises(ValueError, match="round_to"):
+        fxprune.compile(Net().eval(), 0.5, example_inputs=X, round_to=bad)
+
+
+def test_cli_round_to_auto(cache_dir, staircase, tmp_path, capsys):
+    rc = cli_main(["prune", "resnet18", "--ratio", "0.5", "--size", "32", "--round-to", "auto", "--iters", "1"])
+    assert rc == 0
+    assert "round_to=auto" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        cli_main(["prune", "resnet18", "--round-to", "fast"])
+    assert e.value.code == 2
+    assert "--round-to: expected a positive int or 'auto', got 'fast'" in capsys.readouterr().err
