@@ -14,7 +14,7 @@ MACs speed-up (``--plot``): points on the diagonal mean latency follows MACs exa
 
 Usage:
     python benchmarks/latency.py [--models resnet50 mobilenet_v2 vit_b_16]
-        [--ratios 0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9] [--round-to 8] [--size 224]
+        [--ratios 0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9] [--round-to 8|auto] [--size 224]
         [--batch 1 32] [--iters 5] [--threads 2] [--device cpu|cuda]
         [--out docs/latency.jsonl] [--plot docs/latency.png]
 """
@@ -56,7 +56,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["resnet50", "mobilenet_v2", "vit_b_16"])
     ap.add_argument("--ratios", nargs="+", type=float, default=[0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
-    ap.add_argument("--round-to", type=int, default=8)
+    ap.add_argument("--round-to", type=lambda v: v if v == "auto" else int(v), default=8,
+                    help="an int, or 'auto' (widths measured on this device at the first --batch, cached)")  # fmt: skip
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--batch", nargs="+", type=int, default=None, help="default: 1 32 on CPU, 64 on GPU")
     ap.add_argument("--iters", type=int, default=5)
@@ -89,10 +90,12 @@ def main() -> None:
         torch.manual_seed(0)
         model = torchvision.models.get_model(name, weights=None).eval()
         probe = torch.randn(1, 3, args.size, args.size)
+        # round_to="auto" measures layer latencies at the example's shapes: the first batch
+        example = torch.randn(batches[0], 3, args.size, args.size) if args.round_to == "auto" else probe
         is_cnn = not name.startswith(("vit", "swin", "maxvit"))
         base: dict[str, float] = {}
         for r in args.ratios:
-            small = model if r == 0 else fxprune.compile(model, r, example_inputs=probe, round_to=args.round_to)
+            small = model if r == 0 else fxprune.compile(model, r, example_inputs=example, round_to=args.round_to)
             macs, params = fxprune.count_macs(small, (probe,)), fxprune.count_params(small)
             row = {"model": name, "ratio": r, "params": params, "macs": macs, "device": dev, "ms": {}}
             for b in batches:

@@ -246,7 +246,7 @@ def _matches(fqn: str, patterns: Iterable[str]) -> str | None:
 
 def _order(s: torch.Tensor) -> list[int]:
     # stable: ties keep the lower index, so plans are deterministic
-    return sorted(range(s.numel()), key=lambda i: (-float(s[i]), i))
+    return torch.sort(-s.detach().double().flatten(), stable=True).indices.tolist()
 
 
 def _allocate(
