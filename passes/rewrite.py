@@ -361,6 +361,36 @@ def _sizes_for(rw: Rewriter, node: fx.Node, given: Any, taint: set, first_dim: i
     return out
 
 
+def _shape_source(node: fx.Node, key: str) -> fx.Node | None:
+    """The tensor whose ``.shape`` / ``.size()`` is the node's whole size argument, if it is one."""
+    a = node.kwargs.get(key, node.args[1] if len(node.args) == 2 else None)
+    if not isinstance(a, fx.Node):
+        return None
+    if a.op == "call_function" and a.target is getattr and a.args[1] == "shape":
+        return a.args[0]
+    if a.op == "call_method" and a.target == "size" and len(a.args) == 1 and not a.kwargs:
+        return a.args[0]
+    return None
+
+
+def _shape_arg(rw: Rewriter, node: fx.Node, rest: tuple, graph: fx.Graph, taint: set, key: str) -> tuple[list, bool]:
+    """The sizes of a view/reshape/expand, as a list, and whether they came packed. One node
+    holding the whole shape (``x.view(y.shape)``, ``x.expand(y.shape)``) is rebuilt element
+    by element: an element stays live where it does not depend on a pruned size (the batch),
+    and is frozen where it may (changed output dims get their new size afterwards)."""
+    if len(rest) == 1 and isinstance(rest[0], fx.Node):
+        old = node.meta[SPEC].shape
+        src = _shape_source(node, key)
+        same = rw.changed(src) if src is not None else None
+
+        def live(i: int) -> bool:
+            return rest[0] not in taint or (same is not None and i < len(same) and not same[i])
+
+        return [graph.call_function(operator.getitem, (rest[0], i)) if live(i) else old[i]
+                for i in range(len(old))], True  # fmt: skip
+    return _unpack_sizes(rest)
+
+
 def _unpack_sizes(args: tuple) -> tuple[list, bool]:
     if len(args) == 1 and isinstance(args[0], (list, tuple, torch.Size)):
         return list(args[0]), True
@@ -382,14 +412,7 @@ def _rw_reshape(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: f
     x, rest = args[0], args[1:]
     if "shape" in kwargs:
         rest, kwargs = (kwargs["shape"],), {k: v for k, v in kwargs.items() if k != "shape"}
-    if len(rest) == 1 and isinstance(rest[0], fx.Node):
-        # one node holding the whole shape (x.view(y.shape)): rebuild it element-wise;
-        # its elements are frozen where they depend on pruned sizes
-        old = node.meta[SPEC].shape
-        sizes = [old[i] if rest[0] in taint else graph.call_function(operator.getitem, (rest[0], i)) for i in range(len(old))]
-        packed = True
-    else:
-        sizes, packed = _unpack_sizes(rest)
+    sizes, packed = _shape_arg(rw, node, rest, graph, taint, "shape")
     new_sizes = _sizes_for(rw, node, sizes, taint)
     return None, (x, tuple(new_sizes)) if (packed or node.op == "call_function") else (x, *new_sizes), kwargs
 
@@ -402,7 +425,11 @@ def _uses_taint(args: tuple, kwargs: dict, taint: set) -> bool:
 
 @register_rewrite("expand")
 def _rw_expand(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
-    sizes, packed = _unpack_sizes(args[1:])
+    if "size" in kwargs:
+        rest, kwargs = (kwargs["size"],), {k: v for k, v in kwargs.items() if k != "size"}
+    else:
+        rest = args[1:]
+    sizes, packed = _shape_arg(rw, node, rest, graph, taint, "size")
     new = _sizes_for(rw, node, sizes, taint)
     return None, (args[0], tuple(new)) if packed else (args[0], *new), kwargs
 

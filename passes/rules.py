@@ -835,9 +835,9 @@ def _movedim(ctx: Ctx, input: Val, source: Any, destination: Any) -> Any:
 
 
 @register_rule("expand", methods=("expand", "broadcast_to"))
-def _expand(ctx: Ctx, input: Val, *sizes: Any) -> Any:
+def _expand(ctx: Ctx, input: Val, *sizes: Any, size: Any = None) -> Any:
     """Size-1 dims broadcast to n are copies: a fresh axis, which any class may absorb (the
-    size literal is re-derived on rewrite)."""
+    size literal is re-derived on rewrite; ``x.expand(size=...)`` too)."""
     out_shape = ctx.out_shape()
     n, k = len(out_shape), input.ndim
     out = []

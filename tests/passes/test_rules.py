@@ -748,6 +748,32 @@ def test_squeeze_excitation_linear_view_expand():
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("spelling", ["method", "kwarg"])
+def test_expand_to_a_shape_node(spelling):
+    """timm EvoNorm-S's group std: v = x.reshape(b, g, c // g, h, w).var((2, 3, 4)) then
+    v.expand(xg.shape): the whole-shape node is rebuilt element-wise, so the batch stays live
+    and the pruned channels (a product of groups x channels per group) follow."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.c2 = nn.Conv2d(16, 4, 1)
+
+        def forward(self, x):
+            y = self.c1(x)
+            b, c, h, w = y.shape
+            yg = y.reshape(b, 2, c // 2, h, w)
+            v = yg.float().var(dim=(2, 3, 4), unbiased=False, keepdim=True).add(1e-3).sqrt()
+            v = v.expand(yg.shape) if spelling == "method" else v.expand(size=yg.shape)
+            return self.c2(y / v.reshape(b, c, h, w))
+
+    out, _, _ = _run_and_check(M(), X2, exact=False)
+    assert out.get_parameter("c1.weight").shape[0] < 16
+    x3 = torch.randn(3, 3, 8, 8)
+    assert out(x3).shape == (3, 4, 8, 8)  # the batch size is not frozen
+
+
 @pytest.mark.parametrize("exact", [True, False])
 def test_matmul_between_activations_is_approx(exact):
     """linear -> a = y @ y^T -> a @ y -> linear: the feature dim is contracted between two
