@@ -6,10 +6,10 @@ A pruned width the hardware runs badly can make a model slower than the unpruned
 parameters live on:
 
 1. **Step.** A 1x1 convolution is timed at every output width of a range; the step is the
-   largest of 1, 2, 4, ..., 64 where padding a width up to a multiple of it costs nothing
-   (within 3%, for at least 80% of the widths): the hardware's tile. Kept counts are then
-   rounded to the nearest multiple of the step (per physical channel: a head of 64 dims is
-   already a multiple).
+   largest of 1, 2, 4, ..., 32 such that the latency rises mostly just after its multiples
+   (``_step_from``): the hardware's tile. Kept counts are then rounded to the
+   nearest multiple of the step (per physical channel: a head of 64 dims is already a
+   multiple).
 2. **Per group.** Each group's convolutions and linear layers (``nn.Conv1d/2d/3d`` and
    ``nn.Linear`` with their example input shapes) are timed at the full width and at the
    rounded width. When the rounded width is not measurably faster (2%), one step narrower is
@@ -43,8 +43,9 @@ from .passes.keys import SPEC
 
 __all__ = ["WidthChooser", "device_key", "measure_step", "cache_path"]
 
-_STEPS = (1, 2, 4, 8, 16, 32, 64)
-_FREE = 0.03  # padding up to a multiple of the step costs at most this much
+_STEPS = (1, 2, 4, 8, 16, 32)
+_JITTER = 0.03
+_AT_STEPS = 0.75  # share of the latency increases that must fall just after multiples of a step
 _FASTER = 0.02  # a narrower group must be at least this much faster to be worth it
 
 
@@ -110,23 +111,39 @@ def _layer_ms(layer: nn.Module, x: torch.Tensor, device: torch.device, repeat: i
     return _time_ms(lambda: layer(x), device, repeat=repeat, warmup=max(2, repeat // 5))
 
 
+def _step_from(lat: dict[int, float]) -> int:
+    """The hardware's channel step from latencies per width: the largest step (up to 32)
+    such that most (75%) of the latency's increases from one width to the next happen just
+    after a multiple of it. On a device with tiles of 8 channels, time jumps going from 200
+    to 201 channels and stays flat up to 208: the step is 8, and 201..207 waste the tile.
+    Where multiples of 16 run faster than their neighbours, the jumps follow them (16).
+    Where latency grows a little with every channel, the increases are spread evenly: 1."""
+    widths = sorted(lat)
+    # rises under 3% are jitter (or the smooth growth of a device without tiles)
+    rise = {w: lat[w + 1] - lat[w] for w in widths if w + 1 in lat and lat[w + 1] > lat[w] * (1 + _JITTER)}
+    total = sum(rise.values())
+    if total <= 0:
+        return 1
+    step = 1
+    for st in _STEPS[1:]:
+        if sum(r for w, r in rise.items() if w % st == 0) >= _AT_STEPS * total:
+            step = st
+    return step
+
+
 def measure_step(device: torch.device, dtype: torch.dtype, cache: dict[str, float] | None = None) -> int:
     """The hardware's channel step (see the module docstring), measured on a 1x1 conv
-    ``in=256`` over 28x28 (batch 1 on CPU, 32 on CUDA) at output widths 193..256."""
+    ``in=256`` over 56x56 (batch 1 on CPU, 32 on CUDA) at output widths 193..256."""
     if cache is not None and "step" in cache:
         return int(cache["step"])
     batch = 32 if device.type == "cuda" else 1
-    x = torch.randn(batch, 256, 28, 28, device=device, dtype=dtype)
+    x = torch.randn(batch, 256, 56, 56, device=device, dtype=dtype)
     widths = range(193, 257)
     lat = {}
     for w in widths:
         conv = nn.Conv2d(256, w, 1, bias=False).to(device=device, dtype=dtype)
         lat[w] = _layer_ms(conv, x, device, repeat=9)
-    step = 1
-    for s in _STEPS[1:]:
-        ok = [lat[math.ceil(w / s) * s] <= lat[w] * (1 + _FREE) for w in widths if math.ceil(w / s) * s in lat]
-        if ok and sum(ok) >= 0.8 * len(ok):
-            step = s
+    step = _step_from(lat)
     if cache is not None:
         cache["step"] = step
     return step

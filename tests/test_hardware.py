@@ -160,3 +160,17 @@ def test_cli_round_to_auto(cache_dir, staircase, tmp_path, capsys):
         cli_main(["prune", "resnet18", "--round-to", "fast"])
     assert e.value.code == 2
     assert "--round-to: expected a positive int or 'auto', got 'fast'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "profile, step",
+    [
+        (lambda w: _tile(w, 8) * 1e-3, 8),  # flat stairs of 8: pad up to the stair's top
+        (lambda w: w * 1e-3, 1),  # latency grows with every channel: no step
+        (lambda w: 0.26 if w % 16 == 0 else 0.30 + w * 1e-5, 16),  # multiples of 16 fast (oneDNN, AVX-512)
+        (lambda w: _tile(w, 32) * 1e-3, 32),
+    ],
+    ids=["stairs8", "linear", "fast16", "stairs32"],
+)
+def test_step_from_profiles(profile, step):
+    assert hardware._step_from({w: profile(w) for w in range(193, 257)}) == step
