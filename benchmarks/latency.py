@@ -15,7 +15,7 @@ MACs speed-up (``--plot``): points on the diagonal mean latency follows MACs exa
 Usage:
     python benchmarks/latency.py [--models resnet50 mobilenet_v2 vit_b_16]
         [--ratios 0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9] [--round-to 8|auto] [--size 224]
-        [--batch 1 32] [--iters 5] [--threads 2] [--device cpu|cuda]
+        [--batch 1 32] [--iters 5] [--rounds 3] [--threads 2] [--device cpu|cuda]
         [--out docs/latency.jsonl] [--plot docs/latency.png]
 """
 
@@ -27,6 +27,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import warnings
 
 import torch
@@ -62,6 +63,7 @@ def main() -> None:
     ap.add_argument("--batch", nargs="+", type=int, default=None, help="default: 1 32 on CPU, 64 on GPU")
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of base and pruned timing")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=None, help="JSON lines file for the rows")
@@ -93,24 +95,35 @@ def main() -> None:
         # round_to="auto" measures layer latencies at the example's shapes: the first batch
         example = torch.randn(batches[0], 3, args.size, args.size) if args.round_to == "auto" else probe
         is_cnn = not name.startswith(("vit", "swin", "maxvit"))
-        base: dict[str, float] = {}
+        base_macs = fxprune.count_macs(model, (probe,))
+        inputs = {b: torch.randn(b, 3, args.size, args.size) for b in batches}
+        base_runs = {b: list(variants(model, device, is_cnn)) for b in batches}
         for r in args.ratios:
             small = model if r == 0 else fxprune.compile(model, r, example_inputs=example, round_to=args.round_to)
             macs, params = fxprune.count_macs(small, (probe,)), fxprune.count_params(small)
-            row = {"model": name, "ratio": r, "params": params, "macs": macs, "device": dev, "ms": {}}
+            row = {"model": name, "ratio": r, "params": params, "macs": macs, "device": dev, "ms": {},
+                   "base_ms": {}, "speedup": {}, "macs_x": base_macs / macs}  # fmt: skip
             for b in batches:
-                x = torch.randn(b, 3, args.size, args.size)
-                for label, fn, cast in variants(small, device, is_cnn):
-                    row["ms"][f"b{b} {label}"] = median_ms(fn, cast(x), iters=args.iters, warmup=args.warmup, device=device)
-                torch._dynamo.reset()
-            if r == 0:
-                base = {"macs": macs, **row["ms"]}
-            row["macs_x"] = base["macs"] / macs
-            row["speedup"] = {k: base[k] / v for k, v in row["ms"].items()}
+                for (label, fn0, cast), (_, fn, _) in zip(base_runs[b], variants(small, device, is_cnn)):
+                    x = cast(inputs[b])
+                    key = f"b{b} {label}"
+                    # interleaved: the base and the pruned model take turns, so drift in the
+                    # machine's speed (other load, clocks) hits both alike
+                    t0, t1 = [], []
+                    for _ in range(args.rounds):
+                        t0.append(median_ms(fn0, x, iters=args.iters, warmup=args.warmup, device=device))
+                        t1.append(median_ms(fn, x, iters=args.iters, warmup=args.warmup, device=device))
+                    row["base_ms"][key], row["ms"][key] = statistics.median(t0), statistics.median(t1)
+                    row["speedup"][key] = row["base_ms"][key] / row["ms"][key]
+            hw = (small.meta.get("fxprune.report").plan.meta.get("round_to") if r else None) or {}
+            if hw:
+                row["round_to_auto"] = {"step": hw["step"], "kept_whole": len(hw["kept_whole"])}
             rows.append(row)
             cells = "  ".join(f"{v:>9.1f} {row['speedup'][k]:>5.2f}x" for k, v in row["ms"].items())
             print(f"{name:<14}{r:>6.2f}{params / 1e6:>8.2f}M{macs / 1e9:>8.2f}G{row['macs_x']:>7.2f}x  {cells}", flush=True)
-    print("\ncells: median ms and speed-up over ratio 0 (same model, batch and variant)")
+        torch._dynamo.reset()
+    print("\ncells: median ms of the pruned model and its speed-up over ratio 0 (same batch and variant),\n"
+          f"the two timed in {args.rounds} interleaved rounds of {args.iters} (median of the rounds' medians)")
     if args.out:
         with open(args.out, "w") as f:
             for row in rows:

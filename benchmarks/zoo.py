@@ -500,6 +500,31 @@ def run_fxprune(model: nn.Module, args: tuple, opts: Options, *, exact: bool) ->
     return rec
 
 
+def run_backbone(model: nn.Module, args: tuple, opts: Options) -> dict[str, Any]:
+    """A torchvision detector whose whole forward cannot be captured (data-dependent box
+    post-processing): prune its ``backbone`` (body + FPN; the feature maps it returns are
+    graph outputs, so they keep their channels) on the batched image its ``transform`` makes,
+    check masked-equals-pruned there, and run the detector end to end with the pruned
+    backbone swapped into a copy. Equal features give equal detections, so the backbone's
+    check is the detector's."""
+    images, _ = model.transform(list(args[0]))
+    x = images.tensors
+    rec = run_fxprune(model.backbone, (x,), opts, exact=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = fxprune.compile(model.backbone, opts.ratio, example_inputs=(x,), exact=True)
+    det = copy.deepcopy(model)
+    det.backbone = small
+    with torch.no_grad():
+        det(*args)
+    rec["detector_runs"] = True
+    rec["input"] = "x".join(map(str, x.shape))
+    rec["detector_params_before"] = fxprune.count_params(model)
+    rec["detector_params_after"] = fxprune.count_params(det)
+    rec["status"] = _status(rec)
+    return rec
+
+
 _DEFAULT_KEYS = (
     "groups_pruned",
     "params_after",
@@ -786,6 +811,14 @@ def run_model(spec: ModelSpec, opts: Options) -> dict[str, Any]:
             raise
         except BaseException as e:  # noqa: BLE001 - StepTimeout included
             rec.update(status=stage_of(e), stage="exact", error=first_line(e), error_detail=_detail(e))
+        if rec.get("status") == "capture" and hasattr(model, "backbone") and hasattr(model, "transform"):
+            try:
+                with time_limit(opts.timeout):
+                    rec["backbone"] = run_backbone(model, args, opts)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as e:  # noqa: BLE001
+                rec["backbone"] = {"category": stage_of(e), "error": first_line(e)}
         if opts.default_mode:
             try:
                 with time_limit(opts.timeout):
@@ -1009,6 +1042,26 @@ def write_markdown(records: list[dict[str, Any]], path: Path, *, command: str, m
                  _tp_why(recs[0].get("tp") or {})[:300]]
                 for cat, recs in sorted(tfail.items(), key=lambda kv: -len(kv[1]))]  # fmt: skip
         lines.append(_table(["category", "models", "which", "first error"], rows) if rows else "None.")
+    dets = [r for r in records if r.get("backbone")]
+    if dets:
+        lines += ["", "## Detection: the backbone alone, where the whole detector cannot be captured", "",
+                  "torchvision detectors post-process boxes with data-dependent control flow that neither "
+                  "`symbolic_trace` nor `torch.export` captures. `benchmarks/zoo.py` then prunes `model.backbone` "
+                  "(body + FPN, exact mode; its feature maps are graph outputs and keep their channels) on the "
+                  "batched image the detector's `transform` makes, checks masked-equals-pruned on it, and runs the "
+                  "detector end to end with the pruned backbone swapped into a copy.", ""]  # fmt: skip
+        rows = []
+        for r in sorted(dets, key=lambda r: r["name"]):
+            bb = r["backbone"]
+            if "status" in bb:
+                rows.append([r["name"], bb["input"], bb["status"], _err(bb.get("max_rel_err")),
+                             _pct(bb.get("param_reduction")),
+                             _pct(1 - bb["detector_params_after"] / bb["detector_params_before"]),
+                             "yes" if bb.get("detector_runs") else "no"])  # fmt: skip
+            else:
+                rows.append([r["name"], "-", bb.get("category"), "-", "-", "-", bb.get("error", "")[:80]])
+        lines.append(_table(["model", "backbone input", "status", "exact err", "fewer backbone params",
+                             "fewer detector params", "detector runs"], rows))  # fmt: skip
     reasons: Counter = Counter()
     ops: Counter = Counter()
     for r in records:
@@ -1035,6 +1088,11 @@ def write_markdown(records: list[dict[str, Any]], path: Path, *, command: str, m
         de = r.get("default") or {}
         top = [(k, n) for k, n in ex.get("pinned_top", []) if k not in ("graph input", "graph output")]
         note = r.get("error") or "; ".join(f"{k} x{n}" for k, n in top[:1])
+        bb = r.get("backbone")
+        if bb:
+            note = (f"backbone alone: {bb['status']}, {_pct(bb.get('param_reduction'))} fewer backbone params, "
+                    f"detector {_pct(1 - bb['detector_params_after'] / bb['detector_params_before'])} fewer; "
+                    if "status" in bb else f"backbone alone: {bb.get('category')}: {bb.get('error', '')[:60]}; ") + note  # fmt: skip
         row = [
             r["source"], r["name"], r["family"], (r.get("input") or "-") + (f" ({r['input_note']})" if r.get("input_note") else ""),
             ex.get("capture", "-"), r.get("status", "?"),
