@@ -253,7 +253,7 @@ _UNARY_FUNCS = [
     F.hardsigmoid, F.hardtanh, F.leaky_relu, F.softplus, F.softsign, F.tanhshrink, F.logsigmoid,
     F.threshold, F.hardshrink, F.softshrink, F.rrelu, F.sigmoid, F.tanh, torch.sigmoid, torch.tanh,
     torch.exp, torch.log, torch.abs, torch.neg, operator.neg, operator.pos, torch.sqrt, torch.rsqrt,
-    torch.clamp, torch.clip, torch.erf, torch.sin, torch.cos, torch.square, torch.reciprocal,
+    torch.erf, torch.sin, torch.cos, torch.square, torch.reciprocal,
     torch.sign, torch.floor, torch.ceil, torch.round, torch.nan_to_num, torch.clone, torch.detach,
     F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
     torch.dropout, torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like,
@@ -264,7 +264,7 @@ _UNARY_FUNCS = [
 ]  # fmt: skip
 _UNARY_METHODS = (
     "relu relu_ sigmoid sigmoid_ tanh tanh_ exp exp_ log log_ abs abs_ neg neg_ sqrt sqrt_ rsqrt "
-    "clamp clamp_ clip clip_ erf sin cos square reciprocal sign floor ceil round nan_to_num clone "
+    "erf sin cos square reciprocal sign floor ceil round nan_to_num clone "
     "detach contiguous float half double bfloat16 to type_as cpu cuda requires_grad_ zero_ "
     "fill_ exp2 log1p expm1 trunc frac logical_not bitwise_not isnan isinf isfinite erfc "
     "hardtanh_ relu6 silu gelu"
@@ -324,6 +324,15 @@ def _where(ctx: Ctx, condition: Any, input: Any = None, other: Any = None) -> An
     if input is None:
         return None  # torch.where(cond) returns indices: no rule describes that
     return _broadcast(ctx, [condition, input, other], ctx.out_shape())
+
+
+@register_rule("clamp", torch.clamp, torch.clip, methods=("clamp", "clamp_", "clip", "clip_"))
+def _clamp(ctx: Ctx, input: Any, min: Any = None, max: Any = None) -> Any:
+    """Element-wise; tensor bounds broadcast like operands (``clamp(x, min=t)`` with a
+    per-channel ``t`` ties t's channels to x's)."""
+    if not isinstance(input, Val):
+        return None
+    return _broadcast(ctx, [input, min, max], ctx.out_shape())
 
 
 @register_rule("lerp", torch.lerp, torch.addcmul, torch.addcdiv, methods=("lerp", "addcmul", "addcdiv"))
@@ -781,6 +790,23 @@ def _reduce(ctx: Ctx, input: Val, *args: Any, **kwargs: Any) -> Any:
         ctx.pin([input.axes[d] for d in dims], "reduced over")
     kept = tuple(ctx.ax.new(1) if d in dims else a for d, a in enumerate(input.axes) if keepdim or d not in dims)
     return kept if ctx.returns_tensor else [kept for _ in ctx.spec]  # (values, indices)
+
+
+@register_rule("norm", torch.norm, torch.linalg.vector_norm, methods=("norm",))
+def _norm(ctx: Ctx, input: Val, p: Any = None, dim: Any = None, keepdim: bool = False, *args: Any,
+          ord: Any = None, dtype: Any = None, out: Any = None) -> Any:  # fmt: skip
+    """A vector norm over ``dim`` (all dims by default), a reduction: reduced dims mix their
+    indices and are pinned, or, with ``keepdim=True`` (a statistic broadcast back: ConvNeXt-V2's
+    GRN, ``x / x.norm(dim=1, keepdim=True)``), approximate like a mean or variance."""
+    if not isinstance(input, Val) or (p is not None and not isinstance(p, (int, float))):
+        raise ValueError("a matrix norm ('fro', 'nuc') or a tensor p is not described")
+    dims = _dims(dim, input.ndim)
+    if keepdim and ctx.returns_tensor:
+        for d in dims:
+            ctx.approx(input.axes[d], "norm statistic over this dim (a normalization)")
+    else:
+        ctx.pin([input.axes[d] for d in dims], "reduced over")
+    return tuple(ctx.ax.new(1) if d in dims else a for d, a in enumerate(input.axes) if keepdim or d not in dims)
 
 
 # ------------------------------------------------------------------------------------------

@@ -1292,6 +1292,81 @@ _CHANNEL_REDUCE = {
 }
 
 
+@pytest.mark.parametrize("spelling", ["torch.norm", "method", "vector_norm"])
+def test_norm_over_spatial_dims_keeps_channels(spelling):
+    """ConvNeXt-V2's GRN spelling: the L2 norm over H, W (keepdim) is per channel, so the
+    channels stay prunable through it (exact); the mean of it over channels is a statistic
+    (approximate), here confined to the second conv's own output."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.c2 = nn.Conv2d(16, 4, 1)
+
+        def forward(self, x):
+            y = self.c1(x)
+            if spelling == "torch.norm":
+                g = torch.norm(y, p=2, dim=(2, 3), keepdim=True)
+            elif spelling == "method":
+                g = y.norm(2, (2, 3), True)
+            else:
+                g = torch.linalg.vector_norm(y, 2, dim=(-2, -1), keepdim=True)
+            return self.c2(y * g)
+
+    out, report, _ = _run_and_check(M(), X2, expect_widths={"c1.weight": (8, 3, 3, 3), "c2.weight": (4, 8, 1, 1)})
+    assert not report.unsupported
+
+
+def test_norm_over_channels_is_a_statistic():
+    """F.normalize-style x / x.norm(dim=1, keepdim=True): removing channels changes the norm,
+    so the channels are approximate (kept in exact mode, pruned in default mode)."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.c2 = nn.Conv2d(16, 4, 1)
+
+        def forward(self, x):
+            y = self.c1(x)
+            return self.c2(y / y.norm(dim=1, keepdim=True))
+
+    _, report, _ = _run_and_check(M(), X2, expect_widths={"c1.weight": (16, 3, 3, 3)})
+    c = _class_of(report, "c1.weight", 0)
+    assert c.pinned is None and c.approx is not None and "norm statistic" in c.approx
+    small = fxprune.compile(M().eval(), 0.5, example_inputs=X2)
+    assert small.get_parameter("c1.weight").shape[0] == 8
+
+
+@pytest.mark.parametrize("bound", ["min", "max", "both"])
+def test_clamp_with_tensor_bounds_ties_channels(bound):
+    """clamp(x, min=t) with a per-channel parameter t: t's channels are x's (pruned with it)."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.lo = nn.Parameter(torch.randn(16, 1, 1) * 0.1)
+            self.hi = nn.Parameter(torch.rand(16, 1, 1) + 0.5)
+            self.c2 = nn.Conv2d(16, 4, 1)
+
+        def forward(self, x):
+            y = self.c1(x)
+            if bound == "min":
+                y = torch.clamp(y, min=self.lo)
+            elif bound == "max":
+                y = y.clamp(max=self.hi)
+            else:
+                y = y.clip(self.lo, self.hi)
+            return self.c2(y)
+
+    widths = {"c1.weight": (8, 3, 3, 3), "c2.weight": (4, 8, 1, 1)}
+    widths.update({"lo": (8, 1, 1)} if bound != "max" else {})
+    widths.update({"hi": (8, 1, 1)} if bound != "min" else {})
+    _run_and_check(M(), X2, expect_widths=widths)
+
+
 @pytest.mark.parametrize("name", list(_CHANNEL_REDUCE))
 def test_reduce_channel_pins(name):
     """conv -> relu -> mean/sum/amax over the channel dim -> conv: the reduced channel class is
