@@ -36,11 +36,19 @@ def count_params(m: nn.Module) -> int:
 def count_macs(m: nn.Module, inputs: tuple) -> int:
     """Multiply-accumulates of one forward pass, from torch.utils.flop_counter (FLOPs / 2)."""
     modes = _modes(m)
+    # parameters stop requiring grad while counting: under no_grad a view of a parameter
+    # (x = p.expand(...)) still "requires grad" without a grad_fn, which the flop counter's
+    # module tracker rejects (timm's attention-pool latents); restored afterwards
+    grads = [(p, p.requires_grad) for p in m.parameters()]
     m.eval()
     try:
+        for p, _ in grads:
+            p.requires_grad_(False)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             m(*inputs)
     finally:
+        for p, g in grads:
+            p.requires_grad_(g)
         _restore(m, modes)
     return int(counter.get_total_flops() // 2)
 

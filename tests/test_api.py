@@ -234,6 +234,25 @@ def test_measuring_keeps_each_submodules_train_flag() -> None:
     assert [s.training for s in m] == [True, False, True]
 
 
+def test_count_macs_with_a_parameter_view_as_input() -> None:
+    """An attention-pool latent expanded to the batch (timm's PE-Core ViT): under no_grad the
+    view still "requires grad" without a grad_fn, which the flop counter's module tracker
+    rejected. Counting works, and every parameter requires grad again afterwards."""
+
+    class Pool(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.latent = nn.Parameter(torch.randn(1, 1, 8))
+            self.q = nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.q(self.latent.expand(x.shape[0], -1, -1)) + x.mean()
+
+    m = Pool()
+    assert fxprune.count_macs(m, (X,)) == X.shape[0] * 64  # one 8x8 linear per batch row
+    assert all(p.requires_grad for p in m.parameters())
+
+
 def test_verify_refuses_a_plan_made_on_another_analysis() -> None:
     """Group ids belong to one analysis. Verifying at another batch size re-analyzes, and
     there mobilenet_v3_small's ids differ: verify must refuse rather than mask wrong slices
