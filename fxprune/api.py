@@ -42,6 +42,27 @@ def analyze(model: nn.Module, example_inputs: Any, *, capture: str = "auto") -> 
     return _analyze(_capture(model, inputs, method=capture))
 
 
+def _never_slower(gm: fx.GraphModule, plan: Any, out: fx.GraphModule, inputs: tuple) -> tuple[Any, fx.GraphModule]:
+    """round_to="auto"'s last check: time the pruned model against the original; if it is
+    slower on this device, remove nothing (the plan keeps every index) and say so."""
+    from dataclasses import replace
+
+    from .hardware import SLOWER, end_to_end
+
+    if any(t.is_meta for t in gm.parameters()):
+        return plan, out
+    base, small = end_to_end(gm, out, inputs)
+    hw = dict(plan.meta.get("round_to") or {})
+    hw["end_to_end_ms"] = {"original": round(base, 3), "pruned": round(small, 3)}
+    if small <= base * (1 + SLOWER):
+        plan.meta["round_to"] = hw
+        return plan, out
+    hw["gave_up"] = (f"the pruned model ran slower than the original on this device ({small:.2f} ms vs "
+                     f"{base:.2f} ms on the example inputs): nothing removed")  # fmt: skip
+    whole = replace(plan, keep={}, meta={**plan.meta, "round_to": hw})
+    return whole, rewrite(gm, whole)
+
+
 def compile(
     model: nn.Module,
     ratio: float | None = None,
@@ -155,6 +176,8 @@ def compile(
     t = time.perf_counter()
     out = rewrite(gm, plan)
     seconds["rewrite"] = time.perf_counter() - t
+    if round_to == "auto" and plan.keep:
+        plan, out = _never_slower(gm, plan, out, inputs)
     report = make_report(type(model).__name__, gm, out, plan, inputs, seconds)
     out.meta[REPORT] = report
     out.meta[INPUTS] = _shapes_only(inputs)

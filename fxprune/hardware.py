@@ -22,6 +22,10 @@ compile on the same machine measures nothing. Timings are the minimum over repea
 is robust against other work on the machine. The chosen step and the groups kept whole are
 in ``plan.meta["round_to"]`` and the report.
 
+3. **End to end.** The pruned model and the original are timed in turns on the example
+   inputs. If the pruned one is slower (by 3%), nothing is removed: ``compile`` returns the
+   model unpruned, and the report says so with both timings.
+
 Layers this module cannot rebuild on its own (functional convolutions in exported graphs,
 grouped but not depthwise convolutions) are not timed; their groups are only rounded.
 """
@@ -41,7 +45,9 @@ from torch import fx, nn
 
 from .passes.keys import SPEC
 
-__all__ = ["WidthChooser", "device_key", "measure_step", "cache_path"]
+__all__ = ["WidthChooser", "device_key", "measure_step", "cache_path", "end_to_end"]
+
+SLOWER = 0.03  # end to end: a pruned model this much slower than the original is given up
 
 _STEPS = (1, 2, 4, 8, 16, 32)
 _JITTER = 0.03
@@ -304,3 +310,23 @@ class WidthChooser:
             fresh = _load(self.path)  # another process may have added measurements meanwhile
             fresh.setdefault(self.key, {}).update(self.cache)
             _save(self.path, fresh)
+
+
+def end_to_end(gm: fx.GraphModule, pruned: nn.Module, inputs: tuple, *, rounds: int = 5, iters: int = 3) -> tuple[float, float]:
+    """Median milliseconds of the original and the pruned model on ``inputs``, timed in
+    ``rounds`` interleaved rounds (each the minimum of ``iters`` calls), so drift in the
+    machine's speed hits both alike. The last check of ``round_to="auto"``."""
+    p = next(iter(gm.parameters()), None)
+    device = p.device if p is not None else torch.device("cpu")
+    base, small = [], []
+    modes = [(m, m.training) for m in (*gm.modules(), *pruned.modules())]
+    try:
+        for m, _ in modes:
+            m.training = False
+        for _ in range(rounds):
+            base.append(_time_ms(lambda: gm(*inputs), device, repeat=iters, warmup=1))
+            small.append(_time_ms(lambda: pruned(*inputs), device, repeat=iters, warmup=1))
+    finally:
+        for m, t in modes:
+            m.training = t
+    return sorted(base)[len(base) // 2], sorted(small)[len(small) // 2]

@@ -243,6 +243,10 @@ def make_report(model: str, gm: Any, pruned: nn.Module, plan: Plan, inputs: tupl
                      f"timings (cache {hw['cache']})")  # fmt: skip
         for cid, why in hw["kept_whole"].items():
             notes.append(f"group {cid} kept whole: {why}")
+        if "end_to_end_ms" in hw:
+            e = hw["end_to_end_ms"]
+            notes.append(hw.get("gave_up") or f"end to end on the example inputs: {e['pruned']:.2f} ms pruned vs "
+                         f"{e['original']:.2f} ms original")  # fmt: skip
     return Report(
         model=model,
         notes=notes,

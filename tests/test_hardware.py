@@ -61,6 +61,8 @@ def staircase(monkeypatch):
         return _tile(layer.in_channels) * _tile(layer.out_channels) * pixels * layer.kernel_size[0] ** 2 * 1e-7
 
     monkeypatch.setattr(hardware, "_layer_ms", cost)
+    # end to end, the pruned model is faster (the give-up path has its own test)
+    monkeypatch.setattr(hardware, "end_to_end", lambda gm, pruned, inputs, **kw: (2.0, 1.0))
     return calls
 
 
@@ -174,3 +176,26 @@ def test_cli_round_to_auto(cache_dir, staircase, tmp_path, capsys):
 )
 def test_step_from_profiles(profile, step):
     assert hardware._step_from({w: profile(w) for w in range(193, 257)}) == step
+
+
+def test_auto_gives_up_when_the_pruned_model_is_slower(cache_dir, staircase, monkeypatch):
+    """End to end, the pruned model measured slower than the original: nothing is removed,
+    and the report says why with both timings."""
+    monkeypatch.setattr(hardware, "end_to_end", lambda gm, pruned, inputs, **kw: (1.0, 1.2))
+    m = Net().eval()
+    out = fxprune.compile(m, 0.5, example_inputs=X, round_to="auto", verify=True)
+    assert fxprune.count_params(out) == fxprune.count_params(m)
+    report = out.meta["fxprune.report"]
+    assert not report.plan.keep and report.verification.passed
+    assert any("ran slower than the original" in n and "1.20 ms vs 1.00 ms" in n for n in report.notes)
+    with torch.no_grad():
+        torch.testing.assert_close(out(X), m(X), rtol=0, atol=0)
+
+
+def test_end_to_end_times_both_models():
+    m = Net().eval()
+    small = fxprune.compile(m, 0.75, example_inputs=X)
+    gm = fxprune.analyze(m, X)
+    base, pruned = hardware.end_to_end(gm, small, (X,), rounds=3, iters=2)
+    assert base > 0 and pruned > 0
+    assert not small.training and not gm.training
