@@ -996,6 +996,7 @@ def write_markdown(records: list[dict[str, Any]], path: Path, *, command: str, m
         "",
         f"{len(records)} models; {sum(_exact_ok(r) for r in records)} pass in exact mode with fewer parameters.",
         "",
+        *(["## Notes on the run", "", *[f"- {n}" for n in meta["notes"]], ""] if meta.get("notes") else []),
         "## Summary by set",
         "",
         _table(head, _summary_rows(dict(sorted(by_source.items())), tp)),
@@ -1015,12 +1016,17 @@ def write_markdown(records: list[dict[str, Any]], path: Path, *, command: str, m
         rows = []
         for cat, recs in sorted(fails.items(), key=lambda kv: -len(kv[1])):
             example = recs[0]
+            ex = example.get("exact") or {}
             why = (
                 example.get("error_detail")
                 or example.get("error")
+                or (f"max rel err {_err(ex.get('max_rel_err'))}" if cat == "verify_failed" else "")
                 or (
-                    f"max rel err {_err(example.get('exact', {}).get('max_rel_err'))}"
-                    if cat == "verify_failed"
+                    f"{ex.get('groups_exact')} of {ex.get('groups')} groups exact (the others approximate: a "
+                    "statistic such as LayerNorm, GRN or weight standardization spans them), "
+                    f"{ex.get('pinned')} pinned; default mode removes "
+                    f"{_pct((example.get('default') or {}).get('param_reduction'))} of the parameters"
+                    if cat == "pass_no_reduction"
                     else ""
                 )
             )
@@ -1166,6 +1172,7 @@ def _merged_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
     meta["timeout"] = " / ".join(
         f"{t:g}" for t in dict.fromkeys(m.get("timeout") for m in metas) if t is not None
     )
+    meta["notes"] = [n for m in metas for n in m.get("notes", [])]
     for m in reversed(metas):
         if m.get("timm_skipped"):
             meta["timm_skipped"] = m["timm_skipped"]
@@ -1218,6 +1225,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--md", type=Path, default=ROOT / "docs" / "zoo.md")
     ap.add_argument("--md-only", action="store_true", help="only rewrite --md from --out")
     ap.add_argument("--list", action="store_true", help="print the model list (with families) and exit")
+    ap.add_argument("--note", action="append", default=[],
+                    help="a remark about this run for docs/zoo.md's 'Notes on the run' (repeatable; with --md-only "
+                         "it is added to the last run header)")  # fmt: skip
     args = ap.parse_args(argv)
     opts = Options(ratio=args.ratio, size=args.size, timeout=args.timeout, vs_tp=args.vs == "torch-pruning",
                    default_mode=not args.no_default)  # fmt: skip
@@ -1226,6 +1236,9 @@ def main(argv: list[str] | None = None) -> None:
     metas = load_meta(args.out)
     if args.md_only:
         recs = list(load_records(args.out).values())
+        if args.note:
+            append(args.out, {**(metas[-1] if metas else {}), "type": "meta", "command": "", "notes": args.note})
+            metas = load_meta(args.out)
         meta = _merged_meta(metas)
         write_markdown(recs, args.md, command=meta.get("command", "?"), meta=meta)
         print(f"wrote {args.md} from {len(recs)} records of {args.out}")
@@ -1264,7 +1277,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.limit is not None:
         todo = todo[: args.limit]
     meta = machine_meta(opts, args.threads)
-    meta.update(command=command, timm_skipped=skipped)
+    meta.update(command=command, timm_skipped=skipped, notes=args.note)
     if sample:
         import timm
 
