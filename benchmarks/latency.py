@@ -92,14 +92,20 @@ def main() -> None:
         torch.manual_seed(0)
         model = torchvision.models.get_model(name, weights=None).eval()
         probe = torch.randn(1, 3, args.size, args.size)
-        # round_to="auto" measures layer latencies at the example's shapes: the first batch
+        # round_to="auto" measures on the model's device and dtype, at the example's shapes:
+        # the first batch, on the benchmark's device (bf16 on a GPU, as the timed variants)
         example = torch.randn(batches[0], 3, args.size, args.size) if args.round_to == "auto" else probe
+        target = model
+        if args.round_to == "auto" and device == "cuda":
+            target = copy.deepcopy(model).to(device=device, dtype=torch.bfloat16)
+            example = example.to(device=device, dtype=torch.bfloat16)
         is_cnn = not name.startswith(("vit", "swin", "maxvit"))
         base_macs = fxprune.count_macs(model, (probe,))
         inputs = {b: torch.randn(b, 3, args.size, args.size) for b in batches}
         base_runs = {b: list(variants(model, device, is_cnn)) for b in batches}
         for r in args.ratios:
-            small = model if r == 0 else fxprune.compile(model, r, example_inputs=example, round_to=args.round_to)
+            small = model if r == 0 else fxprune.compile(target, r, example_inputs=example, round_to=args.round_to)
+            small = small.to(device="cpu", dtype=torch.float32)  # counted on the CPU; variants() moves a copy
             macs, params = fxprune.count_macs(small, (probe,)), fxprune.count_params(small)
             row = {"model": name, "ratio": r, "params": params, "macs": macs, "device": dev, "ms": {},
                    "base_ms": {}, "speedup": {}, "macs_x": base_macs / macs}  # fmt: skip

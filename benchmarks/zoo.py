@@ -452,9 +452,10 @@ def _versions(model: nn.Module) -> dict[str, tuple]:
     return {k: (id(t), t._version, tuple(t.shape)) for k, t in state.items()}
 
 
-def run_fxprune(model: nn.Module, args: tuple, opts: Options, *, exact: bool) -> dict[str, Any]:
-    """One ``fxprune.compile(..., verify=True)``; the fields of docs/zoo.md's fxprune columns.
-    Exceptions propagate (the caller categorizes them)."""
+def run_fxprune(model: nn.Module, args: tuple, opts: Options, *, exact: bool, keep: bool = False) -> Any:
+    """One ``fxprune.compile(..., verify=True)``; the fields of docs/zoo.md's fxprune columns
+    (and the pruned model, ``keep=True``: ``(fields, model)``). Exceptions propagate (the
+    caller categorizes them)."""
     before = _versions(model)
     t = time.perf_counter()
     with warnings.catch_warnings():
@@ -496,6 +497,8 @@ def run_fxprune(model: nn.Module, args: tuple, opts: Options, *, exact: bool) ->
     }
     if not rec["model_untouched"]:
         rec["note"] = "fxprune.compile modified the input model (parameter or buffer changed in place)"
+    if keep:
+        return rec, out
     del out
     return rec
 
@@ -509,10 +512,7 @@ def run_backbone(model: nn.Module, args: tuple, opts: Options) -> dict[str, Any]
     check is the detector's."""
     images, _ = model.transform(list(args[0]))
     x = images.tensors
-    rec = run_fxprune(model.backbone, (x,), opts, exact=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        small = fxprune.compile(model.backbone, opts.ratio, example_inputs=(x,), exact=True)
+    rec, small = run_fxprune(model.backbone, (x,), opts, exact=True, keep=True)  # the checked one
     det = copy.deepcopy(model)
     det.backbone = small
     with torch.no_grad():
@@ -1227,7 +1227,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--list", action="store_true", help="print the model list (with families) and exit")
     ap.add_argument("--note", action="append", default=[],
                     help="a remark about this run for docs/zoo.md's 'Notes on the run' (repeatable; with --md-only "
-                         "it is added to the last run header)")  # fmt: skip
+                         "it is appended to --out as a header line of its own)")  # fmt: skip
     args = ap.parse_args(argv)
     opts = Options(ratio=args.ratio, size=args.size, timeout=args.timeout, vs_tp=args.vs == "torch-pruning",
                    default_mode=not args.no_default)  # fmt: skip

@@ -47,9 +47,10 @@ def _never_slower(gm: fx.GraphModule, plan: Any, out: fx.GraphModule, inputs: tu
     slower on this device, remove nothing (the plan keeps every index) and say so."""
     from dataclasses import replace
 
-    from .hardware import SLOWER, end_to_end
+    from .hardware import SLOWER, end_to_end, measurable
 
-    if any(t.is_meta for t in gm.parameters()):
+    p = next(iter(gm.parameters()), None)
+    if p is None or not measurable(p.device):
         return plan, out
     base, small = end_to_end(gm, out, inputs)
     hw = dict(plan.meta.get("round_to") or {})
@@ -59,7 +60,8 @@ def _never_slower(gm: fx.GraphModule, plan: Any, out: fx.GraphModule, inputs: tu
         return plan, out
     hw["gave_up"] = (f"the pruned model ran slower than the original on this device ({small:.2f} ms vs "
                      f"{base:.2f} ms on the example inputs): nothing removed")  # fmt: skip
-    whole = replace(plan, keep={}, meta={**plan.meta, "round_to": hw})
+    meta = {k: v for k, v in plan.meta.items() if k not in ("speedup", "params", "target")}  # not reached
+    whole = replace(plan, keep={}, meta={**meta, "round_to": hw})
     return whole, rewrite(gm, whole)
 
 

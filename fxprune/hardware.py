@@ -27,7 +27,9 @@ in ``plan.meta["round_to"]`` and the report.
    model unpruned, and the report says so with both timings.
 
 Layers this module cannot rebuild on its own (functional convolutions in exported graphs,
-grouped but not depthwise convolutions) are not timed; their groups are only rounded.
+grouped but not depthwise convolutions) are not timed; their groups are only rounded. Only
+CPU and CUDA devices are timed; on others (MPS, XPU, meta) ``round_to="auto"`` leaves the
+counts as the ratio gives them.
 """
 
 from __future__ import annotations
@@ -68,6 +70,11 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def measurable(device: torch.device) -> bool:
+    """Whether latencies on ``device`` are measured (CPU, CUDA)."""
+    return device.type in ("cpu", "cuda")
 
 
 def device_key(device: torch.device, dtype: torch.dtype) -> str:
@@ -119,32 +126,31 @@ def _layer_ms(layer: nn.Module, x: torch.Tensor, device: torch.device, repeat: i
 
 def _step_from(lat: dict[int, float]) -> int:
     """The hardware's channel step from latencies per width: the largest step (up to 32)
-    such that most (75%) of the latency's increases from one width to the next happen just
-    after a multiple of it. On a device with tiles of 8 channels, time jumps going from 200
-    to 201 channels and stays flat up to 208: the step is 8, and 201..207 waste the tile.
-    Where multiples of 16 run faster than their neighbours, the jumps follow them (16).
-    Where latency grows a little with every channel, the increases are spread evenly: 1."""
+    after whose multiples the latency rises, again and again: a rise of more than 3% (less
+    is jitter, or the smooth growth of a device without tiles) just after at least 60% of its
+    multiples in the range, at least twice, carrying 75% of all such rises. On a device with
+    tiles of 8 channels, time jumps going from 200 to 201 channels and stays flat up to 208:
+    the step is 8. Where multiples of 16 run faster than their neighbours, the jumps follow
+    them (16). One noisy spike repeats nowhere, so it sets no step; without tiles: 1."""
     widths = sorted(lat)
-    # rises under 3% are jitter (or the smooth growth of a device without tiles)
     rise = {w: lat[w + 1] - lat[w] for w in widths if w + 1 in lat and lat[w + 1] > lat[w] * (1 + _JITTER)}
     total = sum(rise.values())
-    if total <= 0:
-        return 1
-    step = 1
-    for st in _STEPS[1:]:
-        if sum(r for w, r in rise.items() if w % st == 0) >= _AT_STEPS * total:
-            step = st
-    return step
+    for st in sorted(_STEPS[1:], reverse=True):
+        mult = [w for w in widths if w % st == 0 and w + 1 in lat]
+        hits = [w for w in mult if w in rise]
+        if len(hits) >= 2 and len(hits) >= 0.6 * len(mult) and sum(rise[w] for w in hits) >= _AT_STEPS * total:
+            return st
+    return 1
 
 
 def measure_step(device: torch.device, dtype: torch.dtype, cache: dict[str, float] | None = None) -> int:
     """The hardware's channel step (see the module docstring), measured on a 1x1 conv
-    ``in=256`` over 56x56 (batch 1 on CPU, 32 on CUDA) at output widths 193..256."""
+    ``in=256`` over 56x56 (batch 1 on CPU, 32 on CUDA) at output widths 129..256."""
     if cache is not None and "step" in cache:
         return int(cache["step"])
     batch = 32 if device.type == "cuda" else 1
     x = torch.randn(batch, 256, 56, 56, device=device, dtype=dtype)
-    widths = range(193, 257)
+    widths = range(129, 257)
     lat = {}
     for w in widths:
         conv = nn.Conv2d(256, w, 1, bias=False).to(device=device, dtype=dtype)
@@ -179,6 +185,7 @@ class _Probe:
                 in_f = shape[-1] = n
             layer: nn.Module = nn.Linear(in_f, out_f, bias=m.bias is not None)
         else:
+            base = next(c for c in _CONVS if isinstance(m, c))  # the library class, not a subclass
             out_c, in_c, groups = m.out_channels, m.in_channels, m.groups
             if groups > 1:  # depthwise: in, out and groups move together
                 out_c = in_c = groups = shape[1] = n
@@ -186,7 +193,7 @@ class _Probe:
                 out_c = n
             else:
                 in_c = shape[1] = n
-            layer = type(m)(in_c, out_c, m.kernel_size, stride=m.stride, padding=m.padding,
+            layer = base(in_c, out_c, m.kernel_size, stride=m.stride, padding=m.padding,
                             dilation=m.dilation, groups=groups, bias=m.bias is not None,
                             padding_mode=m.padding_mode)  # fmt: skip
         layer = layer.to(device=device, dtype=dtype).eval()
@@ -213,7 +220,9 @@ def _probes(gm: fx.GraphModule, cls: Any) -> list[_Probe]:
         if not isinstance(getattr(spec, "shape", None), tuple) or m.weight.shape[dim] != cls.size:
             continue  # a product dim (heads x head_dim, groups x channels): not rebuilt here
         if isinstance(m, nn.Linear) or (
-            isinstance(m, _CONVS) and (m.groups == 1 or m.groups == m.in_channels == m.out_channels)
+            isinstance(m, _CONVS)
+            and len(spec.shape) == m.weight.dim()  # batched (N, C, ...): the channels are dim 1
+            and (m.groups == 1 or m.groups == m.in_channels == m.out_channels)
         ):
             out.append(_Probe(m, tuple(spec.shape), dim, cls.size))
     return out
@@ -236,7 +245,9 @@ class WidthChooser:
         self._all = _load(self.path)
         self.cache = self._all.setdefault(self.key, {})
         self.measured = 0
-        self.measurable = self.device.type != "meta"
+        # timed where the clock can be trusted: the CPU, and CUDA (synchronized); elsewhere
+        # (meta, MPS, XPU: asynchronous without a sync here) counts are only left as they are
+        self.measurable = measurable(self.device)
         self.step = measure_step(self.device, self.dtype, self.cache) if self.measurable else 1
         self._probes: dict[int, list[_Probe]] = {}
         self._units: dict[int, int] = {}
@@ -270,8 +281,11 @@ class WidthChooser:
         for pr in probes:
             k = pr.key(n)
             if k not in self.cache:
-                layer, x = pr.build(n, self.device, self.dtype)
-                self.cache[k] = _layer_ms(layer, x, self.device)
+                try:
+                    layer, x = pr.build(n, self.device, self.dtype)
+                    self.cache[k] = _layer_ms(layer, x, self.device)
+                except Exception:  # noqa: BLE001 - a layer that cannot be rebuilt is not timed
+                    return None
                 self.measured += 1
             total += self.cache[k]
         return total

@@ -104,7 +104,7 @@ def slice_stats(
             )
         w = t.detach()
         for d in dims:
-            per_pos = _pow_sum(w, p, d)
+            per_pos = _pow_sum(w, p, d).cpu()  # scores live on the CPU, whatever the device
             for c, m in coords(layouts[d]):
                 if c not in wanted:
                     continue

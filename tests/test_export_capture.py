@@ -175,23 +175,6 @@ def test_aten_spellings_prune_like_symbolic_trace(make, shape) -> None:
     assert _n_params(by_export) < _n_params(m)
 
 
-class _NormClamp(nn.Module):
-    """GRN-style norm over H, W and clamps with per-channel tensor bounds (aten.clamp.Tensor,
-    aten.linalg_vector_norm)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
-        self.lo = nn.Parameter(torch.randn(16, 1, 1) * 0.1)
-        self.hi = nn.Parameter(torch.rand(16, 1, 1) + 0.5)
-        self.c2 = nn.Conv2d(16, 8, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.c1(x)
-        y = torch.clamp(y, min=self.lo, max=self.hi)
-        return self.c2(y * torch.linalg.vector_norm(y, 2, dim=(2, 3), keepdim=True))
-
-
 @pytest.mark.parametrize("make, shape", [(_CNN, (2, 3, 8, 8)), (_Views, (2, 5, 8)), (_NormClamp, (2, 3, 8, 8))])
 def test_decomposed_aten_graph(make, shape) -> None:
     """A core-ATen graph (run_decompositions: addmm, convolution, native batch norm, views,
