@@ -425,6 +425,9 @@ def _uses_taint(args: tuple, kwargs: dict, taint: set) -> bool:
 
 @register_rewrite("expand")
 def _rw_expand(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
+    old = node.kwargs.get("size", node.args[1] if len(node.args) == 2 else None)
+    if isinstance(old, fx.Node) and hasattr(old.meta.get(SPEC), "dtype"):
+        return None  # expand_as(other): a tensor, not sizes; it follows other's shape at run time
     if "size" in kwargs:
         rest, kwargs = (kwargs["size"],), {k: v for k, v in kwargs.items() if k != "size"}
     else:

@@ -145,8 +145,8 @@ class _Views(nn.Module):
 
 
 class _NormClamp(nn.Module):
-    """GRN-style norm over H, W and clamps with per-channel tensor bounds (aten.clamp.Tensor,
-    aten.linalg_vector_norm)."""
+    """GRN-style norm over H, W, clamps with per-channel tensor bounds and an expand_as
+    (aten.clamp.Tensor, aten.linalg_vector_norm, aten.expand_as)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -158,6 +158,7 @@ class _NormClamp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.c1(x)
         y = torch.clamp(y, min=self.lo, max=self.hi)
+        y = y * y.amax((2, 3), keepdim=True).expand_as(y)  # aten.expand_as(t, other): not sizes
         return self.c2(y * torch.linalg.vector_norm(y, 2, dim=(2, 3), keepdim=True))
 
 
