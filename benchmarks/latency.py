@@ -141,25 +141,54 @@ def main() -> None:
 
 
 def plot(rows: list[dict], path: str) -> None:
-    """Latency speed-up against MACs speed-up, one line per (model, batch, variant)."""
+    """Two panels, one line per (model, batch, variant): latency speed-up against MACs
+    speed-up (on the diagonal, latency follows MACs exactly), and latency speed-up against
+    the ratio (below the line at 1, the pruned model is slower than the original)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5))
     top = max(r["macs_x"] for r in rows)
     ax.plot([1, top], [1, top], ":", color="gray", label="latency follows MACs")
+    bx.axhline(1.0, color="gray", ls=":", label="as fast as the original")
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         for key in mine[0]["speedup"]:
-            ax.plot([r["macs_x"] for r in mine], [r["speedup"][key] for r in mine], "o-", ms=3, label=f"{model} {key}")
+            ys = [r["speedup"][key] for r in mine]
+            ax.plot([r["macs_x"] for r in mine], ys, "o-", ms=3, label=f"{model} {key}")
+            bx.plot([r["ratio"] for r in mine], ys, "o-", ms=3, label=f"{model} {key}")
     ax.set_xlabel("MACs speed-up (base / pruned)")
     ax.set_ylabel("latency speed-up (base / pruned)")
+    bx.set_xlabel("ratio")
+    bx.set_ylabel("latency speed-up (base / pruned)")
+    bx.set_yscale("log")
     ax.set_title(f"fxprune ratio sweep, {rows[0]['device']}")
     ax.legend(fontsize=7)
     fig.savefig(path, dpi=120, bbox_inches="tight")
 
 
+def main_plot(argv: list[str]) -> None:
+    """``latency.py --plot-only OUT.png ROWS.jsonl[:label] ...``: one plot of several sweeps
+    (e.g. round_to=8 against auto), each model labelled with its sweep's label."""
+    out, specs = argv[0], argv[1:]
+    rows = []
+    for spec in specs:
+        path, _, label = spec.partition(":")
+        with open(path) as f:
+            for line in f:
+                row = json.loads(line)
+                row["model"] = f"{row['model']} {label}".strip()
+                rows.append(row)
+    plot(rows, out)
+    print(f"wrote {out}")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:2] == ["--plot-only"]:
+        main_plot(sys.argv[2:])
+    else:
+        main()
