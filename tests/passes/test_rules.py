@@ -112,6 +112,19 @@ def _class_of(report, fqn, dim):
     raise AssertionError(f"no class holds {fqn}[{dim}]")
 
 
+class _Between(nn.Module):
+    """conv(3 -> 16) -> ``f`` -> conv(16 -> 4): a spelling under test between two convs."""
+
+    def __init__(self, f):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.c2 = nn.Conv2d(16, 4, 1)
+        self.f = f
+
+    def forward(self, x):
+        return self.c2(self.f(self.c1(x)))
+
+
 X2 = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
 
 
@@ -754,21 +767,14 @@ def test_expand_to_a_shape_node(spelling):
     v.expand(xg.shape): the whole-shape node is rebuilt element-wise, so the batch stays live
     and the pruned channels (a product of groups x channels per group) follow."""
 
-    class M(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
-            self.c2 = nn.Conv2d(16, 4, 1)
+    def f(y):
+        b, c, h, w = y.shape
+        yg = y.reshape(b, 2, c // 2, h, w)
+        v = yg.float().var(dim=(2, 3, 4), unbiased=False, keepdim=True).add(1e-3).sqrt()
+        v = v.expand(yg.shape) if spelling == "method" else v.expand(size=yg.shape)
+        return y / v.reshape(b, c, h, w)
 
-        def forward(self, x):
-            y = self.c1(x)
-            b, c, h, w = y.shape
-            yg = y.reshape(b, 2, c // 2, h, w)
-            v = yg.float().var(dim=(2, 3, 4), unbiased=False, keepdim=True).add(1e-3).sqrt()
-            v = v.expand(yg.shape) if spelling == "method" else v.expand(size=yg.shape)
-            return self.c2(y / v.reshape(b, c, h, w))
-
-    out, _, _ = _run_and_check(M(), X2, exact=False)
+    out, _, _ = _run_and_check(_Between(f), X2, exact=False)
     assert out.get_parameter("c1.weight").shape[0] < 16
     x3 = torch.randn(3, 3, 8, 8)
     assert out(x3).shape == (3, 4, 8, 8)  # the batch size is not frozen
@@ -902,17 +908,11 @@ def test_split_keyword_spellings(split):
     """Every keyword spelling of split / chunk / tensor_split is analyzed (both pieces pruned,
     each in its own class) and rewritten; the pieces come from the example outputs."""
 
-    class M(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
-            self.c2 = nn.Conv2d(16, 4, 1)
+    def f(y):
+        p, q = split(y.relu())
+        return torch.cat([q, p], 1)
 
-        def forward(self, x):
-            p, q = split(self.c1(x).relu())
-            return self.c2(torch.cat([q, p], 1))
-
-    out, report, _ = _run_and_check(M(), X2)
+    out, report, _ = _run_and_check(_Between(f), X2)
     assert out.get_parameter("c1.weight").shape[0] < 16
     assert not report.unsupported
 
@@ -1294,27 +1294,18 @@ _CHANNEL_REDUCE = {
 
 @pytest.mark.parametrize("spelling", ["torch.norm", "method", "vector_norm"])
 def test_norm_over_spatial_dims_keeps_channels(spelling):
-    """ConvNeXt-V2's GRN spelling: the L2 norm over H, W (keepdim) is per channel, so the
-    channels stay prunable through it (exact); the mean of it over channels is a statistic
-    (approximate), here confined to the second conv's own output."""
+    """ConvNeXt-V2's GRN spelling: the L2 norm over H, W (keepdim) is one value per channel,
+    so the channels stay prunable through it, exactly."""
+    norms = {
+        "torch.norm": lambda y: torch.norm(y, p=2, dim=(2, 3), keepdim=True),
+        "method": lambda y: y.norm(2, (2, 3), True),
+        "vector_norm": lambda y: torch.linalg.vector_norm(y, 2, dim=(-2, -1), keepdim=True),
+    }
 
-    class M(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
-            self.c2 = nn.Conv2d(16, 4, 1)
+    def f(y):
+        return y * norms[spelling](y)
 
-        def forward(self, x):
-            y = self.c1(x)
-            if spelling == "torch.norm":
-                g = torch.norm(y, p=2, dim=(2, 3), keepdim=True)
-            elif spelling == "method":
-                g = y.norm(2, (2, 3), True)
-            else:
-                g = torch.linalg.vector_norm(y, 2, dim=(-2, -1), keepdim=True)
-            return self.c2(y * g)
-
-    out, report, _ = _run_and_check(M(), X2, expect_widths={"c1.weight": (8, 3, 3, 3), "c2.weight": (4, 8, 1, 1)})
+    _, report, _ = _run_and_check(_Between(f), X2, expect_widths={"c1.weight": (8, 3, 3, 3), "c2.weight": (4, 8, 1, 1)})
     assert not report.unsupported
 
 
@@ -1322,20 +1313,13 @@ def test_norm_over_channels_is_a_statistic():
     """F.normalize-style x / x.norm(dim=1, keepdim=True): removing channels changes the norm,
     so the channels are approximate (kept in exact mode, pruned in default mode)."""
 
-    class M(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
-            self.c2 = nn.Conv2d(16, 4, 1)
+    def f(y):
+        return y / y.norm(dim=1, keepdim=True)
 
-        def forward(self, x):
-            y = self.c1(x)
-            return self.c2(y / y.norm(dim=1, keepdim=True))
-
-    _, report, _ = _run_and_check(M(), X2, expect_widths={"c1.weight": (16, 3, 3, 3)})
+    _, report, _ = _run_and_check(_Between(f), X2, expect_widths={"c1.weight": (16, 3, 3, 3)})
     c = _class_of(report, "c1.weight", 0)
     assert c.pinned is None and c.approx is not None and "norm statistic" in c.approx
-    small = fxprune.compile(M().eval(), 0.5, example_inputs=X2)
+    small = fxprune.compile(_Between(f).eval(), 0.5, example_inputs=X2)
     assert small.get_parameter("c1.weight").shape[0] == 8
 
 
