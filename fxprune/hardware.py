@@ -16,15 +16,15 @@ parameters live on:
    tried; when neither is faster the group stays whole: removing its channels would not buy
    time on this device.
 
+3. **End to end.** The pruned model and the original are timed in turns on the example
+   inputs. If the pruned one is slower at all, nothing is removed: ``compile`` returns the
+   model unpruned, and the report says so with both timings.
+
 Measurements are cached per device (CPU model and thread count, or GPU name; torch version;
 dtype) in ``$FXPRUNE_CACHE_DIR/latency.json`` (default ``~/.cache/fxprune``), so a second
 compile on the same machine measures nothing. Timings are the minimum over repeats, which
 is robust against other work on the machine. The chosen step and the groups kept whole are
 in ``plan.meta["round_to"]`` and the report.
-
-3. **End to end.** The pruned model and the original are timed in turns on the example
-   inputs. If the pruned one is slower at all, nothing is removed: ``compile`` returns the
-   model unpruned, and the report says so with both timings.
 
 Layers this module cannot rebuild on its own (functional convolutions in exported graphs,
 grouped but not depthwise convolutions) are not timed; their groups are only rounded. Only
