@@ -332,15 +332,17 @@ def end_to_end(gm: fx.GraphModule, pruned: nn.Module, inputs: tuple, *, rounds: 
     machine's speed hits both alike. The last check of ``round_to="auto"``."""
     p = next(iter(gm.parameters()), None)
     device = p.device if p is not None else torch.device("cpu")
+    from .report import _modes, _restore
+
     base, small = [], []
-    modes = [(m, m.training) for m in (*gm.modules(), *pruned.modules())]
+    modes = [(m, _modes(m)) for m in (gm, pruned)]
     try:
-        for m, _ in modes:
-            m.training = False
+        gm.eval()
+        pruned.eval()
         for _ in range(rounds):
             base.append(_time_ms(lambda: gm(*inputs), device, repeat=iters, warmup=1))
             small.append(_time_ms(lambda: pruned(*inputs), device, repeat=iters, warmup=1))
     finally:
-        for m, t in modes:
-            m.training = t
+        for m, was in modes:
+            _restore(m, was)
     return sorted(base)[len(base) // 2], sorted(small)[len(small) // 2]

@@ -108,9 +108,6 @@ def slice_stats(
             for c, m in coords(layouts[d]):
                 if c not in wanted:
                     continue
-                if layouts[d].kind == "leaf":
-                    out[c].append((fqn, d, per_pos.clone()))
-                    continue
                 ok = m >= 0
                 v = torch.zeros(sizes[c], dtype=torch.float64).index_add_(0, m[ok], per_pos[ok])
                 out[c].append((fqn, d, v))

@@ -361,9 +361,15 @@ def _sizes_for(rw: Rewriter, node: fx.Node, given: Any, taint: set, first_dim: i
     return out
 
 
+def _size_arg(node: fx.Node, key: str) -> Any:
+    """The old graph's single size argument (``key=`` or the one positional after the
+    input), or None when the sizes are spelled out one by one."""
+    return node.kwargs.get(key, node.args[1] if len(node.args) == 2 else None)
+
+
 def _shape_source(node: fx.Node, key: str) -> fx.Node | None:
     """The tensor whose ``.shape`` / ``.size()`` is the node's whole size argument, if it is one."""
-    a = node.kwargs.get(key, node.args[1] if len(node.args) == 2 else None)
+    a = _size_arg(node, key)
     if not isinstance(a, fx.Node):
         return None
     if a.op == "call_function" and a.target is getattr and a.args[1] == "shape":
@@ -373,11 +379,16 @@ def _shape_source(node: fx.Node, key: str) -> fx.Node | None:
     return None
 
 
-def _shape_arg(rw: Rewriter, node: fx.Node, rest: tuple, graph: fx.Graph, taint: set, key: str) -> tuple[list, bool]:
-    """The sizes of a view/reshape/expand, as a list, and whether they came packed. One node
-    holding the whole shape (``x.view(y.shape)``, ``x.expand(y.shape)``) is rebuilt element
-    by element: an element stays live where it does not depend on a pruned size (the batch),
-    and is frozen where it may (changed output dims get their new size afterwards)."""
+def _shape_arg(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set,
+               key: str) -> tuple[list, bool, dict]:  # fmt: skip
+    """The sizes of a view/reshape/expand (after the input, or ``key=``), as a list; whether
+    they came packed; the other kwargs. One node holding the whole shape (``x.view(y.shape)``,
+    ``x.expand(y.shape)``) is rebuilt element by element: an element stays live where it does
+    not depend on a pruned size (the batch), and is frozen where it may (changed output dims
+    get their new size afterwards)."""
+    rest = args[1:]
+    if key in kwargs:
+        rest, kwargs = (kwargs[key],), {k: v for k, v in kwargs.items() if k != key}
     if len(rest) == 1 and isinstance(rest[0], fx.Node):
         old = node.meta[SPEC].shape
         src = _shape_source(node, key)
@@ -387,8 +398,8 @@ def _shape_arg(rw: Rewriter, node: fx.Node, rest: tuple, graph: fx.Graph, taint:
             return rest[0] not in taint or (same is not None and i < len(same) and not same[i])
 
         return [graph.call_function(operator.getitem, (rest[0], i)) if live(i) else old[i]
-                for i in range(len(old))], True  # fmt: skip
-    return _unpack_sizes(rest)
+                for i in range(len(old))], True, kwargs  # fmt: skip
+    return (*_unpack_sizes(rest), kwargs)
 
 
 def _unpack_sizes(args: tuple) -> tuple[list, bool]:
@@ -409,10 +420,8 @@ def _rw_reshape(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: f
         return None  # flatten, squeeze, unsqueeze, view_as: no sizes to re-derive
     if not any(rw.changed(node)) and not _uses_taint(args, kwargs, taint):
         return None
-    x, rest = args[0], args[1:]
-    if "shape" in kwargs:
-        rest, kwargs = (kwargs["shape"],), {k: v for k, v in kwargs.items() if k != "shape"}
-    sizes, packed = _shape_arg(rw, node, rest, graph, taint, "shape")
+    x = args[0]
+    sizes, packed, kwargs = _shape_arg(rw, node, args, kwargs, graph, taint, "shape")
     new_sizes = _sizes_for(rw, node, sizes, taint)
     return None, (x, tuple(new_sizes)) if (packed or node.op == "call_function") else (x, *new_sizes), kwargs
 
@@ -425,14 +434,10 @@ def _uses_taint(args: tuple, kwargs: dict, taint: set) -> bool:
 
 @register_rewrite("expand")
 def _rw_expand(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
-    old = node.kwargs.get("size", node.args[1] if len(node.args) == 2 else None)
+    old = _size_arg(node, "size")
     if isinstance(old, fx.Node) and hasattr(old.meta.get(SPEC), "dtype"):
         return None  # expand_as(other): a tensor, not sizes; it follows other's shape at run time
-    if "size" in kwargs:
-        rest, kwargs = (kwargs["size"],), {k: v for k, v in kwargs.items() if k != "size"}
-    else:
-        rest = args[1:]
-    sizes, packed = _shape_arg(rw, node, rest, graph, taint, "size")
+    sizes, packed, kwargs = _shape_arg(rw, node, args, kwargs, graph, taint, "size")
     new = _sizes_for(rw, node, sizes, taint)
     return None, (args[0], tuple(new)) if packed else (args[0], *new), kwargs
 

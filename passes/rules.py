@@ -779,17 +779,21 @@ def _reduce(ctx: Ctx, input: Val, *args: Any, **kwargs: Any) -> Any:
     if dim is None and rest and not isinstance(rest[0], (str, float)) and rest[0] is not None:
         dim = rest.pop(0)
     keepdim = kwargs.get("keepdim", rest[0] if rest and isinstance(rest[0], bool) else False)
-    dims = _dims(dim, input.ndim)
     name = ctx.node.target if isinstance(ctx.node.target, str) else getattr(ctx.node.target, "_opname", None) or getattr(ctx.node.target, "__name__", "")  # aten.mean.dim -> "mean"
-    if keepdim and name in _STATISTICS and ctx.returns_tensor:
-        # a normalization statistic broadcast back over the dim (hand-written RMSNorm/LayerNorm):
-        # removing indices changes it, like LayerNorm's: approximate, not pinned
+    kept = _reduced(ctx, input, _dims(dim, input.ndim), keepdim, name if name in _STATISTICS else None)
+    return kept if ctx.returns_tensor else [kept for _ in ctx.spec]  # (values, indices)
+
+
+def _reduced(ctx: Ctx, input: Val, dims: list[int], keepdim: bool, statistic: str | None) -> tuple:
+    """The axes left after reducing ``dims``. A ``statistic`` (mean, var, std, norm) kept
+    and broadcast back over the dim (hand-written RMSNorm/LayerNorm, GRN) changes when indices
+    go, like LayerNorm's: approximate, not pinned; any other reduction pins what it mixes."""
+    if keepdim and statistic and ctx.returns_tensor:
         for d in dims:
-            ctx.approx(input.axes[d], f"{name} statistic over this dim (a normalization)")
+            ctx.approx(input.axes[d], f"{statistic} statistic over this dim (a normalization)")
     else:
         ctx.pin([input.axes[d] for d in dims], "reduced over")
-    kept = tuple(ctx.ax.new(1) if d in dims else a for d, a in enumerate(input.axes) if keepdim or d not in dims)
-    return kept if ctx.returns_tensor else [kept for _ in ctx.spec]  # (values, indices)
+    return tuple(ctx.ax.new(1) if d in dims else a for d, a in enumerate(input.axes) if keepdim or d not in dims)
 
 
 @register_rule("norm", torch.norm, torch.linalg.vector_norm, methods=("norm",))
@@ -800,13 +804,7 @@ def _norm(ctx: Ctx, input: Val, p: Any = None, dim: Any = None, keepdim: bool = 
     GRN, ``x / x.norm(dim=1, keepdim=True)``), approximate like a mean or variance."""
     if not isinstance(input, Val) or (p is not None and not isinstance(p, (int, float))):
         raise ValueError("a matrix norm ('fro', 'nuc') or a tensor p is not described")
-    dims = _dims(dim, input.ndim)
-    if keepdim and ctx.returns_tensor:
-        for d in dims:
-            ctx.approx(input.axes[d], "norm statistic over this dim (a normalization)")
-    else:
-        ctx.pin([input.axes[d] for d in dims], "reduced over")
-    return tuple(ctx.ax.new(1) if d in dims else a for d, a in enumerate(input.axes) if keepdim or d not in dims)
+    return _reduced(ctx, input, _dims(dim, input.ndim), keepdim, "norm")
 
 
 # ------------------------------------------------------------------------------------------
