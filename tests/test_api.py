@@ -170,6 +170,53 @@ def test_model_untouched_and_modes_kept() -> None:
     assert m.c1.out_channels == 16
 
 
+def test_rewrite_copies_like_deepcopy() -> None:
+    """The pruned module owns copies of everything, as ``copy.deepcopy`` would make them: a
+    submodule used twice stays one module, a mutable attribute, a hook and an unpruned
+    buffer are copies, and a module class with its own ``__deepcopy__`` is copied through it
+    (checked on rewrite's module copier directly: tracing inlines non-library modules)."""
+    from fxprune.passes.rewrite import _copy_module
+
+    class Tagged(nn.Conv2d):
+        def __deepcopy__(self, memo):
+            new = nn.Conv2d.__new__(type(self))
+            memo[id(self)] = new
+            new.__dict__ = copy.deepcopy(self.__dict__, memo)
+            new.copied_by_own_deepcopy = True
+            return new
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.act = nn.ReLU()
+            self.b = nn.Conv2d(8, 8, 1)
+            self.c = nn.Conv2d(8, 4, 1)
+            self.a.config = {"note": ["kept"]}
+            self.register_buffer("scale", torch.ones(1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.c(self.act(self.b(self.act(self.a(x))))) * self.scale
+
+    gm = fxprune.analyze(Net().eval(), X)  # the copy rewrite starts from
+    calls = []
+    gm.c.register_forward_hook(lambda mod, i, o: calls.append(o.shape))
+    out = fxprune.rewrite(gm, fxprune.make_plan(gm, 0.5))
+    assert out.a.config == gm.a.config and out.a.config is not gm.a.config
+    assert out.a.config["note"] is not gm.a.config["note"]
+    assert out.get_submodule("act") is not gm.act and sum(1 for _ in out.modules() if isinstance(_, nn.ReLU)) == 1
+    assert out.scale.data_ptr() != gm.scale.data_ptr() and torch.equal(out.scale, gm.scale)
+    assert out.b.weight.shape[:2] == (4, 4) and gm.b.weight.shape[:2] == (8, 8)
+    out(X)
+    assert calls and calls[-1][1] == 4  # the hook came along (c's 4 outputs are never pruned)
+    out.c._forward_hooks.clear()
+    assert len(gm.c._forward_hooks) == 1
+    tagged = Tagged(8, 8, 1)
+    twin = _copy_module(tagged, {})
+    assert twin.copied_by_own_deepcopy and not hasattr(tagged, "copied_by_own_deepcopy")
+    assert twin.weight.data_ptr() != tagged.weight.data_ptr() and torch.equal(twin.weight, tagged.weight)
+
+
 def test_unknown_op_is_pinned_and_named() -> None:
     """torch.cumsum has no rule: its classes keep every channel and the report names the node
     and the op; nothing is assumed element-wise."""
