@@ -105,7 +105,12 @@ def slice_stats(
         w = t.detach()
         for d in dims:
             per_pos = _pow_sum(w, p, d).cpu()  # scores live on the CPU, whatever the device
-            for c, m in coords(layouts[d]):
+            lay = layouts[d]
+            if lay.kind == "leaf":  # most dims: the positions are the class's indices
+                if lay.cls in wanted:
+                    out[lay.cls].append((fqn, d, per_pos))
+                continue
+            for c, m in coords(lay):
                 if c not in wanted:
                     continue
                 ok = m >= 0
