@@ -138,6 +138,13 @@ class _Analyzer:
         self.params: dict[str, tuple[int, ...]] = {}
         self.tensors = dict(gm.named_parameters(remove_duplicate=False))
         self.tensors.update(dict(gm.named_buffers(remove_duplicate=False)))
+        self.modules = dict(gm.named_modules(remove_duplicate=False))
+        #: every (fqn, tensor) under each module, for the check that a module rule saw them all
+        self.owned: dict[str, list[tuple[str, torch.Tensor]]] = {}
+        for fqn, t in self.tensors.items():
+            parts = fqn.split(".")
+            for i in range(len(parts)):
+                self.owned.setdefault(".".join(parts[:i]), []).append((fqn, t))
         # tied weights: one tensor, several names -> one set of axes
         self.canon: dict[str, str] = {}
         seen: dict[int, str] = {}
@@ -218,7 +225,7 @@ class _Analyzer:
         ctx.defer_contraction = lambda a, da, b, db: self._defer_contraction(node, a, da, b, db)  # type: ignore[attr-defined]
         reason = None
         try:
-            found = lookup(node, self.gm, args, kwargs, ctx)
+            found = lookup(node, self.modules, args, kwargs, ctx)
             if found is None:
                 reason = "has no rule"
             else:
@@ -258,10 +265,10 @@ class _Analyzer:
         pinned, so the rewrite never slices a tensor the module's code reads whole."""
         if node.op != "call_module":
             return
-        mod = self.gm.get_submodule(node.target)
-        for name, t in list(mod.named_parameters()) + list(mod.named_buffers()):
-            fqn = f"{node.target}.{name}"
+        mod = self.modules[node.target]
+        for fqn, t in self.owned.get(node.target, ()):
             if self.canon.get(fqn, fqn) not in self.params and t.dim() > 0:
+                name = fqn[len(node.target) + 1:]
                 self.pin_value(self.param(fqn), f"{type(mod).__name__} tensor {name} not described by its rule")
 
     # -- results ------------------------------------------------------------------------------

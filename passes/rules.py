@@ -134,9 +134,10 @@ def register_module(key: str, *classes: type) -> Callable[[Callable[..., dict]],
 
 
 def lookup(node: Any, gm: Any, args: tuple, kwargs: dict, ctx: Ctx) -> tuple[str, tuple, dict] | None:
-    """Canonical (key, rule args, rule kwargs) for a call node, or None when no rule covers it."""
+    """Canonical (key, rule args, rule kwargs) for a call node, or None when no rule covers it.
+    ``gm``: the GraphModule, or a ``{qualified name: module}`` mapping of its modules."""
     if node.op == "call_module":
-        mod = gm.get_submodule(node.target)
+        mod = gm[node.target] if isinstance(gm, dict) else gm.get_submodule(node.target)
         entry = _MODULES.get(type(mod))
         if entry is None:
             return None
