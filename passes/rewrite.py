@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import copy
 import functools
+import math
 import operator
 import types
 from typing import Any, Callable
@@ -171,6 +172,7 @@ def rewrite(gm: fx.GraphModule, plan: Any = None) -> fx.GraphModule:
     graph._codegen = copy.deepcopy(gm.graph._codegen)  # torch.export: pytree in/out specs (ModelOutput)
     env: dict[fx.Node, Any] = {}
     taint = _taint(rw, gm)
+    old_modules = dict(gm.named_modules(remove_duplicate=False))
     tainted: set[fx.Node] = set()  # new-graph nodes whose value depends on a pruned size
     for node in gm.graph.nodes:
         if node.op == "call_module":
@@ -198,7 +200,7 @@ def rewrite(gm: fx.GraphModule, plan: Any = None) -> fx.GraphModule:
         kwargs = map_aggregate(node.kwargs, lambda a: arg(a) if isinstance(a, fx.Node) else a)
         target = node.target
         op = node.op
-        hook = _REWRITES.get(_key(node, gm))
+        hook = _REWRITES.get(_key(node, old_modules))
         if hook is not None and node.op in ("call_function", "call_method"):
             # shape positions get sizes from the new layouts, not frozen scalars
             raw_args = map_aggregate(node.args, lambda a: env[a] if isinstance(a, fx.Node) else a)
@@ -227,13 +229,13 @@ def rewrite(gm: fx.GraphModule, plan: Any = None) -> fx.GraphModule:
     return out
 
 
-def _key(node: fx.Node, gm: fx.GraphModule) -> str | None:
+def _key(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
     if node.op == "call_function":
         return _FUNCS.get(node.target)
     if node.op == "call_method":
         return _METHODS.get(node.target)
     if node.op == "call_module":
-        entry = _MODULES.get(type(gm.get_submodule(node.target)))
+        entry = _MODULES.get(type(modules[node.target]))
         return entry[0] if entry else None
     return None
 
@@ -309,23 +311,38 @@ def _sliced_tensors(rw: Rewriter, root: nn.Module) -> dict[int, torch.Tensor]:
     """{id(tensor): sliced copy} for every parameter, buffer and plain tensor attribute the
     plan shrinks (a deepcopy memo). Tied tensors are one object, so they stay tied."""
     found: dict[int, tuple[torch.Tensor, tuple]] = {}
+    named = dict(root.named_parameters(remove_duplicate=False))
+    named.update(root.named_buffers(remove_duplicate=False))
     for fqn, layouts in rw.analysis.param_layouts.items():
-        owner_name, _, attr = fqn.rpartition(".")
-        t = getattr(root.get_submodule(owner_name) if owner_name else root, attr, None)
+        t = named.get(fqn)
+        if t is None:  # a plain tensor attribute
+            owner_name, _, attr = fqn.rpartition(".")
+            t = getattr(root.get_submodule(owner_name) if owner_name else root, attr, None)
         if isinstance(t, torch.Tensor):
             found.setdefault(id(t), (t, layouts))
     memo: dict[int, torch.Tensor] = {}
     for key, (t, layouts) in found.items():
-        new = t.detach()
-        sliced = False
-        for d, lay in enumerate(layouts):
-            idx = rw.kept(lay)
-            if idx is not None:
-                new = new.index_select(d, idx)  # a copy: the input module keeps its tensors
-                sliced = True
-        if sliced:
+        kept = [rw.kept(lay) for lay in layouts]
+        if any(k is not None for k in kept):
+            new = _slice(t.detach(), kept)  # a copy: the input module keeps its tensors
             memo[key] = nn.Parameter(new, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else new
     return memo
+
+
+def _slice(t: torch.Tensor, kept: list[torch.Tensor | None]) -> torch.Tensor:
+    """``t`` with only the ``kept`` positions of each dim (None: the whole dim), as a new tensor.
+    A kernel pruned in both channel dims (``out, in, *window``) is gathered in one pass over
+    ``(out * in)`` rows of its window, which was 2-3x faster than two index_selects for 3x3
+    convs; everything else is one index_select per pruned dim."""
+    if (t.dim() > 2 and kept[0] is not None and kept[1] is not None and all(k is None for k in kept[2:])
+            and t.is_contiguous() and math.prod(t.shape[2:]) > 1):  # fmt: skip
+        o, i = kept[0], kept[1]
+        rows = (o.unsqueeze(1) * t.shape[1] + i.unsqueeze(0)).reshape(-1)
+        return t.reshape(t.shape[0] * t.shape[1], -1).index_select(0, rows).view(len(o), len(i), *t.shape[2:])
+    for d, idx in enumerate(kept):
+        if idx is not None:
+            t = t.index_select(d, idx)
+    return t
 
 
 # ------------------------------------------------------------------------------------------
