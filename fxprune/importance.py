@@ -51,6 +51,13 @@ def _in_scope(t: torch.Tensor, scope: str) -> bool:
     return scope != "conv" or t.dim() >= 2
 
 
+_CHUNK = 1 << 18  # elements per block in _pow_sum's CPU path (1 MiB of float32)
+
+
+def _pow(x: torch.Tensor, p: int) -> torch.Tensor:
+    return x.abs() if p == 1 else x.square() if p == 2 else x.abs().pow(p)
+
+
 def _pow_sum(w: torch.Tensor, p: int, d: int) -> torch.Tensor:
     """``(|w|^p)`` summed over every dim but ``d``, in float64, one value per position of
     ``d``. Viewed as ``(A, n, B)``: the outer dims are summed first (a contiguous, vectorized
@@ -63,7 +70,17 @@ def _pow_sum(w: torch.Tensor, p: int, d: int) -> torch.Tensor:
         w = w.float()
     if a > 1:
         x = w.reshape(a, n * b)
-        y = (x.abs() if p == 1 else x.square() if p == 2 else x.abs().pow(p)).sum(0)
+        rows = max(1, _CHUNK // (n * b))
+        if w.device.type != "cpu" or rows >= a or a > 4096 * rows:  # one pass, or too many blocks
+            y = _pow(x, p).sum(0)
+        else:
+            # row blocks through one cache-sized buffer: a full-size |w|^p temporary made
+            # this pass swing between 5 and 19 ms on resnet50 with the allocator's state
+            buf = torch.empty(rows * n * b, dtype=x.dtype)
+            y = torch.zeros(n * b, dtype=x.dtype)
+            for part in x.split(rows):
+                out = buf[: part.numel()].view(part.shape)
+                y += (torch.mul(part, part, out=out) if p == 2 else torch.pow(part.abs(), p, out=out)).sum(0)
         y = y.view(n, b).sum(1) if b > 1 else y
     elif b > 1:
         y = torch.linalg.vector_norm(w.reshape(n, b), ord=p, dim=1).pow(p)

@@ -51,6 +51,19 @@ def test_group_l2_and_l1_follow_the_formula() -> None:
     torch.testing.assert_close(Magnitude(2)(gm)[cid], (l2 / l2.mean()).float())
 
 
+@pytest.mark.parametrize("p", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(700, 512, 1, 1), (40, 30, 3, 3), (9, 300000)])
+def test_pow_sum_matches_the_formula_on_every_path(shape, p) -> None:
+    """``_pow_sum`` (blocked on the CPU when a weight spans several cache-sized blocks, one
+    pass otherwise) equals ``|w|^p`` summed over every other dim, for each dim."""
+    from fxprune import importance
+
+    w = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    for d in range(w.dim()):
+        want = w.double().abs().pow(p).sum([k for k in range(w.dim()) if k != d])
+        torch.testing.assert_close(importance._pow_sum(w, p, d), want, rtol=5e-4, atol=0)  # float32 sums
+
+
 def test_aggregations_and_normalizers() -> None:
     gm, cid = _setup()
     p = dict(gm.named_parameters())
