@@ -246,7 +246,8 @@ def make_report(model: str, gm: Any, pruned: nn.Module, plan: Plan, inputs: tupl
         if "end_to_end_ms" in hw:
             e = hw["end_to_end_ms"]
             notes.append(hw.get("gave_up") or f"end to end on the example inputs: {e['pruned']:.2f} ms pruned vs "
-                         f"{e['original']:.2f} ms original")  # fmt: skip
+                         f"{e['original']:.2f} ms original, pruned faster in "
+                         f"{e.get('pruned_faster_in', float('nan')):.0%} of the paired rounds")  # fmt: skip
     return Report(
         model=model,
         notes=notes,

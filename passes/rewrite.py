@@ -293,6 +293,8 @@ def _copy_module(m: Any, memo: dict[int, Any]) -> Any:
     memo.setdefault(id(memo), []).append(m)  # deepcopy's keep-alive: ids stay unique
     state: dict[str, Any] = {}
     for k, v in m.__dict__.items():
+        if k == "_compiled_call_impl":
+            continue  # dropped by nn.Module.__getstate__, so deepcopy drops it too
         if k == "_modules":
             state[k] = {n: _copy_module(c, memo) for n, c in v.items()}
         elif k in ("_parameters", "_buffers"):

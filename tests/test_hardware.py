@@ -62,7 +62,7 @@ def staircase(monkeypatch):
 
     monkeypatch.setattr(hardware, "_layer_ms", cost)
     # end to end, the pruned model is faster (the give-up path has its own test)
-    monkeypatch.setattr(hardware, "end_to_end", lambda gm, pruned, inputs, **kw: (2.0, 1.0))
+    monkeypatch.setattr(hardware, "end_to_end", lambda gm, pruned, inputs, **kw: (2.0, 1.0, 1.0))
     return calls
 
 
@@ -192,7 +192,7 @@ def test_step_ignores_a_single_spike(base, spike_at):
 def test_auto_gives_up_when_the_pruned_model_is_slower(cache_dir, staircase, monkeypatch):
     """End to end, the pruned model measured slower than the original: nothing is removed,
     and the report says why with both timings."""
-    monkeypatch.setattr(hardware, "end_to_end", lambda gm, pruned, inputs, **kw: (1.0, 1.2))
+    monkeypatch.setattr(hardware, "end_to_end", lambda gm, pruned, inputs, **kw: (1.0, 1.2, 0.0))
     m = Net().eval()
     out = fxprune.compile(m, 0.5, example_inputs=X, round_to="auto", verify=True)
     assert fxprune.count_params(out) == fxprune.count_params(m)
@@ -206,14 +206,27 @@ def test_auto_gives_up_when_the_pruned_model_is_slower(cache_dir, staircase, mon
     assert "reached" not in str(target) and "speedup" not in target.plan.meta
 
 
+@pytest.mark.parametrize("wins, kept", [(5 / 7, False), (6 / 7, True)])
+def test_auto_needs_the_pruned_model_faster_in_most_rounds(cache_dir, staircase, monkeypatch, wins, kept):
+    """A faster median is not enough: the pruned model must also win most paired rounds, or
+    nothing is removed (noise alone can make an equally fast model's median look faster)."""
+    monkeypatch.setattr(hardware, "end_to_end", lambda gm, pruned, inputs, **kw: (1.0, 0.97, wins))
+    m = Net().eval()
+    out = fxprune.compile(m, 0.5, example_inputs=X, round_to="auto")
+    assert (fxprune.count_params(out) < fxprune.count_params(m)) == kept
+    notes = " ".join(out.meta["fxprune.report"].notes)
+    assert ("was not reliably faster than the original" in notes) != kept
+    assert f"{wins:.0%}" in notes
+
+
 def test_end_to_end_times_both_models_and_keeps_their_flags():
     m = Net().eval()
     small = fxprune.compile(m, 0.75, example_inputs=X)
     gm = fxprune.analyze(m, X)
     small.train()
     gm.c1.train()
-    base, pruned = hardware.end_to_end(gm, small, (X,), rounds=3, iters=2)
-    assert base > 0 and pruned > 0
+    base, pruned, wins = hardware.end_to_end(gm, small, (X,), rounds=3, iters=2)
+    assert base > 0 and pruned > 0 and wins in (0, 1 / 3, 2 / 3, 1)
     assert small.training and all(s.training for s in small.modules())
     assert not gm.training and gm.c1.training
 
