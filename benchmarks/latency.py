@@ -123,7 +123,8 @@ def main() -> None:
                     row["speedup"][key] = row["base_ms"][key] / row["ms"][key]
             hw = (small.meta.get("fxprune.report").plan.meta.get("round_to") if r else None) or {}
             if hw:
-                row["round_to_auto"] = {"step": hw["step"], "kept_whole": len(hw["kept_whole"])}
+                row["round_to_auto"] = {"step": hw["step"], "kept_whole": len(hw["kept_whole"]),
+                                        "end_to_end_ms": hw.get("end_to_end_ms"), "gave_up": "gave_up" in hw}
             rows.append(row)
             cells = "  ".join(f"{v:>9.1f} {row['speedup'][k]:>5.2f}x" for k, v in row["ms"].items())
             print(f"{name:<14}{r:>6.2f}{params / 1e6:>8.2f}M{macs / 1e9:>8.2f}G{row['macs_x']:>7.2f}x  {cells}", flush=True)
