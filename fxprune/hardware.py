@@ -52,8 +52,9 @@ __all__ = ["WidthChooser", "device_key", "measure_step", "cache_path", "end_to_e
 
 SLOWER = 0.0  # end to end: a pruned model any slower than the original (median of rounds) is given up
 #: end to end, the pruned model must also be the faster one in this share of the paired rounds:
-#: a model no faster than the original wins 6 of 7 by chance 6% of the time, where the median
-#: alone let a pruned mobilenet_v2 that ran 4% slower through on this VM's noise at batch 32
+#: a model no faster than the original wins 6 of 7 by chance 6% of the time. The median alone
+#: accepted a batch-32 mobilenet_v2 at 1.05x fewer MACs that then measured 0.96x (within the
+#: CPU VM's noise, but no evidence of a gain either; docs/performance.md)
 WINS = 0.8
 
 _STEPS = (1, 2, 4, 8, 16, 32)
