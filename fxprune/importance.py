@@ -85,7 +85,7 @@ def _pow_sum(w: torch.Tensor, p: int, d: int) -> torch.Tensor:
     elif b > 1:
         y = torch.linalg.vector_norm(w.reshape(n, b), ord=p, dim=1).pow(p)
     else:
-        y = w.reshape(n).abs().pow(p)
+        y = _pow(w.reshape(n), p)
     return y.double()
 
 
