@@ -29,12 +29,13 @@ import os
 import platform
 import statistics
 import warnings
+from functools import partial
 
 import torch
 import torchvision
-from _timing import median_ms
 
 import fxprune
+from fxprune.measure import interleaved
 
 
 def variants(model: torch.nn.Module, device: str, is_cnn: bool):
@@ -96,10 +97,11 @@ def main() -> None:
         # the first batch, on the benchmark's device (bf16 on a GPU, as the timed variants)
         example = torch.randn(batches[0], 3, args.size, args.size) if args.round_to == "auto" else probe
         target = model
-        if args.round_to == "auto" and device == "cuda":
-            target = copy.deepcopy(model).to(device=device, dtype=torch.bfloat16)
-            example = example.to(device=device, dtype=torch.bfloat16)
         is_cnn = not name.startswith(("vit", "swin", "maxvit"))
+        if args.round_to == "auto" and device == "cuda":  # measured at the timed dtype and layout
+            fmt = torch.channels_last if is_cnn else torch.contiguous_format
+            target = copy.deepcopy(model).to(device=device, dtype=torch.bfloat16, memory_format=fmt)
+            example = example.to(device=device, dtype=torch.bfloat16).contiguous(memory_format=fmt)
         base_macs = fxprune.count_macs(model, (probe,))
         inputs = {b: torch.randn(b, 3, args.size, args.size) for b in batches}
         base_runs = {b: list(variants(model, device, is_cnn)) for b in batches}
@@ -114,11 +116,11 @@ def main() -> None:
                     x = cast(inputs[b])
                     key = f"b{b} {label}"
                     # interleaved: the base and the pruned model take turns, so drift in the
-                    # machine's speed (other load, clocks) hits both alike
-                    t0, t1 = [], []
-                    for _ in range(args.rounds):
-                        t0.append(median_ms(fn0, x, iters=args.iters, warmup=args.warmup, device=device))
-                        t1.append(median_ms(fn, x, iters=args.iters, warmup=args.warmup, device=device))
+                    # machine's speed (other load, clocks) hits both alike; on CUDA each call is
+                    # timed by CUDA events from a synchronized device (fxprune.measure)
+                    with torch.no_grad():
+                        t0, t1 = interleaved([partial(fn0, x), partial(fn, x)], device, rounds=args.rounds,
+                                             iters=args.iters, warmup=0, round_warmup=args.warmup)  # fmt: skip
                     row["base_ms"][key], row["ms"][key] = statistics.median(t0), statistics.median(t1)
                     row["speedup"][key] = row["base_ms"][key] / row["ms"][key]
             hw = (small.meta.get("fxprune.report").plan.meta.get("round_to") if r else None) or {}

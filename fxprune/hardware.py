@@ -22,9 +22,11 @@ parameters live on:
    unpruned, and the report says so with both timings.
 
 Measurements are cached per device (CPU model and thread count, or GPU name; torch version;
-dtype) in ``$FXPRUNE_CACHE_DIR/latency.json`` (default ``~/.cache/fxprune``), so a second
+dtype; memory format: a model whose 4-d conv weights are channels_last is measured with
+channels_last layers and inputs) in ``$FXPRUNE_CACHE_DIR/latency.json`` (default ``~/.cache/fxprune``), so a second
 compile on the same machine measures nothing. Timings are the minimum over repeats, which
-is robust against other work on the machine. The chosen step and the groups kept whole are
+is robust against other work on the machine; on a GPU each call is timed by CUDA events
+from a synchronized device (``fxprune.measure``). The chosen step and the groups kept whole are
 in ``plan.meta["round_to"]`` and the report.
 
 Layers this module cannot rebuild on its own (functional convolutions in exported graphs,
@@ -39,16 +41,16 @@ import json
 import math
 import os
 import platform
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import fx, nn
 
+from .measure import models_ms, time_calls
 from .passes.keys import SPEC
 
-__all__ = ["WidthChooser", "device_key", "measure_step", "cache_path", "end_to_end"]
+__all__ = ["WidthChooser", "device_key", "measure_step", "cache_path", "end_to_end", "memory_format_of"]
 
 SLOWER = 0.0  # end to end: a pruned model any slower than the original (median of rounds) is given up
 #: end to end, the pruned model must also be the faster one in this share of the paired rounds:
@@ -83,13 +85,33 @@ def measurable(device: torch.device) -> bool:
     return device.type in ("cpu", "cuda")
 
 
-def device_key(device: torch.device, dtype: torch.dtype) -> str:
-    """What a latency measurement is valid for: the device model, threads, torch, dtype."""
+def memory_format_of(m: nn.Module) -> torch.memory_format:
+    """``torch.channels_last`` when the model's 4-d weights (2-d convolutions) are stored
+    channels_last, else ``torch.contiguous_format``. The first weight whose layout tells the
+    two apart decides (a weight of 1x1 kernels is both, and decides nothing)."""
+    for p in m.parameters():
+        if p.dim() == 4:
+            cl, plain = p.is_contiguous(memory_format=torch.channels_last), p.is_contiguous()
+            if cl != plain:
+                return torch.channels_last if cl else torch.contiguous_format
+    return torch.contiguous_format
+
+
+def _format_name(memory_format: torch.memory_format) -> str:
+    return "channels_last" if memory_format == torch.channels_last else "contiguous"
+
+
+def device_key(
+    device: torch.device, dtype: torch.dtype, memory_format: torch.memory_format = torch.contiguous_format
+) -> str:
+    """What a latency measurement is valid for: the device model, threads, torch, dtype and
+    memory format."""
     if device.type == "cuda":
         where = f"cuda:{torch.cuda.get_device_name(device)}"
     else:
         where = f"{device.type}:{_cpu_name()}:{torch.get_num_threads()}threads"
-    return f"{where}|torch {torch.__version__}|{str(dtype).replace('torch.', '')}"
+    dt = str(dtype).replace("torch.", "")
+    return f"{where}|torch {torch.__version__}|{dt}|{_format_name(memory_format)}"
 
 
 def _load(path: Path) -> dict[str, dict[str, float]]:
@@ -111,18 +133,10 @@ def _save(path: Path, data: dict[str, dict[str, float]]) -> None:
 
 
 def _time_ms(fn: Callable[[], Any], device: torch.device, *, repeat: int = 15, warmup: int = 3) -> float:
-    """Minimum wall-clock milliseconds of ``fn()`` (synchronized on CUDA)."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    best = math.inf
+    """Minimum milliseconds of ``fn()`` under ``torch.no_grad()`` (wall clock on the CPU, CUDA
+    events from a synchronized device on a GPU: ``fxprune.measure.time_calls``)."""
     with torch.no_grad():
-        for i in range(warmup + repeat):
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            if i >= warmup:
-                best = min(best, (time.perf_counter() - t0) * 1e3)
-    return best
+        return min(time_calls(fn, device, iters=repeat, warmup=warmup))
 
 
 def _layer_ms(layer: nn.Module, x: torch.Tensor, device: torch.device, repeat: int = 15) -> float:
@@ -149,17 +163,23 @@ def _step_from(lat: dict[int, float]) -> int:
     return 1
 
 
-def measure_step(device: torch.device, dtype: torch.dtype, cache: dict[str, float] | None = None) -> int:
+def measure_step(
+    device: torch.device,
+    dtype: torch.dtype,
+    cache: dict[str, float] | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> int:
     """The hardware's channel step (see the module docstring), measured on a 1x1 conv
-    ``in=256`` over 56x56 (batch 1 on CPU, 32 on CUDA) at output widths 129..256."""
+    ``in=256`` over 56x56 (batch 1 on CPU, 32 on CUDA) at output widths 129..256, with the
+    conv and its input in ``memory_format``."""
     if cache is not None and "step" in cache:
         return int(cache["step"])
     batch = 32 if device.type == "cuda" else 1
-    x = torch.randn(batch, 256, 56, 56, device=device, dtype=dtype)
+    x = torch.randn(batch, 256, 56, 56, device=device, dtype=dtype).contiguous(memory_format=memory_format)
     widths = range(129, 257)
     lat = {}
     for w in widths:
-        conv = nn.Conv2d(256, w, 1, bias=False).to(device=device, dtype=dtype)
+        conv = nn.Conv2d(256, w, 1, bias=False).to(device=device, dtype=dtype, memory_format=memory_format)
         lat[w] = _layer_ms(conv, x, device, repeat=9)
     step = _step_from(lat)
     if cache is not None:
@@ -180,7 +200,10 @@ class _Probe:
         return (f"{type(m).__name__}|x{list(self.in_shape)}|w{list(m.weight.shape)}|d{self.dim}={n}|k{m.kernel_size}"
                 f"|s{m.stride}|p{m.padding}|dl{m.dilation}|g{m.groups}|b{m.bias is not None}")  # fmt: skip
 
-    def build(self, n: int, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, torch.Tensor]:
+    def build(self, n: int, device: torch.device, dtype: torch.dtype,
+              memory_format: torch.memory_format = torch.contiguous_format) -> tuple[nn.Module, torch.Tensor]:  # fmt: skip
+        """The layer at width ``n`` and a random input for it; a 2-d convolution and its
+        input in ``memory_format`` (channels_last where the model is)."""
         m = self.module
         shape = list(self.in_shape)
         if isinstance(m, nn.Linear):
@@ -203,7 +226,11 @@ class _Probe:
                             dilation=m.dilation, groups=groups, bias=m.bias is not None,
                             padding_mode=m.padding_mode)  # fmt: skip
         layer = layer.to(device=device, dtype=dtype).eval()
-        return layer, torch.randn(shape, device=device, dtype=dtype)
+        x = torch.randn(shape, device=device, dtype=dtype)
+        if memory_format == torch.channels_last and isinstance(layer, nn.Conv2d) and x.dim() == 4:
+            layer = layer.to(memory_format=memory_format)
+            x = x.contiguous(memory_format=memory_format)
+        return layer, x
 
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -245,16 +272,17 @@ class WidthChooser:
         p = next(iter(gm.parameters()), None)
         self.device = p.device if p is not None else torch.device("cpu")
         self.dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+        self.memory_format = memory_format_of(gm)
         self.gm, self.analysis = gm, analysis
         self.path = cache_path()
-        self.key = device_key(self.device, self.dtype)
+        self.key = device_key(self.device, self.dtype, self.memory_format)
         self._all = _load(self.path)
         self.cache = self._all.setdefault(self.key, {})
         self.measured = 0
         # timed where the clock can be trusted: the CPU, and CUDA (synchronized); elsewhere
         # (meta, MPS, XPU: asynchronous without a sync here) counts are only left as they are
         self.measurable = measurable(self.device)
-        self.step = measure_step(self.device, self.dtype, self.cache) if self.measurable else 1
+        self.step = measure_step(self.device, self.dtype, self.cache, self.memory_format) if self.measurable else 1
         self._probes: dict[int, list[_Probe]] = {}
         self._units: dict[int, int] = {}
         self.kept_whole: dict[int, str] = {}
@@ -288,7 +316,7 @@ class WidthChooser:
             k = pr.key(n)
             if k not in self.cache:
                 try:
-                    layer, x = pr.build(n, self.device, self.dtype)
+                    layer, x = pr.build(n, self.device, self.dtype, self.memory_format)
                     self.cache[k] = _layer_ms(layer, x, self.device)
                 except Exception:  # noqa: BLE001 - a layer that cannot be rebuilt is not timed
                     return None
@@ -336,23 +364,16 @@ def end_to_end(
     gm: fx.GraphModule, pruned: nn.Module, inputs: tuple, *, rounds: int = 7, iters: int = 3
 ) -> tuple[float, float, float]:
     """Median milliseconds of the original and the pruned model on ``inputs``, timed in
-    ``rounds`` interleaved rounds (each the minimum of ``iters`` calls), so drift in the
-    machine's speed hits both alike, and the share of rounds in which the pruned model was
-    the faster one. The last check of ``round_to="auto"``."""
-    p = next(iter(gm.parameters()), None)
-    device = p.device if p is not None else torch.device("cpu")
-    from .report import _modes, _restore
+    ``rounds`` interleaved rounds (each the minimum of ``iters`` calls after one untimed
+    call), so drift in the machine's speed hits both alike, and the share of rounds in which
+    the pruned model was the faster one. The last check of ``round_to="auto"``.
 
-    base, small = [], []
-    modes = [(m, _modes(m)) for m in (gm, pruned)]
-    try:
-        gm.eval()
-        pruned.eval()
-        for _ in range(rounds):
-            base.append(_time_ms(lambda: gm(*inputs), device, repeat=iters, warmup=1))
-            small.append(_time_ms(lambda: pruned(*inputs), device, repeat=iters, warmup=1))
-    finally:
-        for m, was in modes:
-            _restore(m, was)
+    Where the original's 2-d convolution weights are channels_last, the pruned model's are
+    made so too (in place) before timing: the rewrite builds its new weights contiguous, and
+    the two layouts run at different speeds."""
+    fmt = memory_format_of(gm)
+    if fmt == torch.channels_last and memory_format_of(pruned) != fmt:
+        pruned.to(memory_format=fmt)
+    base, small = models_ms([gm, pruned], inputs, rounds=rounds, iters=iters, warmup=0, round_warmup=1, reduce=min)
     wins = sum(s < b for b, s in zip(base, small)) / len(base)
     return sorted(base)[len(base) // 2], sorted(small)[len(small) // 2], wins

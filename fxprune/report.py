@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,22 +10,13 @@ from tabulate import tabulate
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .measure import device_of, time_calls
+from .measure import restore_modes as _restore
+from .measure import train_modes as _modes
 from .passes.dependency import Analysis, Unsupported
 from .plan import Plan
 
 __all__ = ["Report", "count_macs", "count_params", "latency_ms", "make_report"]
-
-
-def _modes(m: nn.Module) -> dict[str, bool]:
-    return {name: sub.training for name, sub in m.named_modules()}
-
-
-def _restore(m: nn.Module, modes: dict[str, bool]) -> None:
-    """Give every submodule back its own train/eval flag (``m.train(was)`` would give them all
-    the root's)."""
-    for name, sub in m.named_modules():
-        if name in modes:
-            sub.training = modes[name]
 
 
 def count_params(m: nn.Module) -> int:
@@ -54,20 +44,20 @@ def count_macs(m: nn.Module, inputs: tuple) -> int:
 
 
 def latency_ms(m: nn.Module, inputs: tuple, *, warmup: int = 3, iters: int = 10) -> float:
-    """Median wall-clock milliseconds of one forward pass (eval mode, no grad)."""
+    """Median milliseconds of one forward pass (eval mode, no grad), after ``warmup`` untimed
+    passes. On the CPU, wall clock around each pass; on a GPU (the device of the first input
+    tensor, else of the model's parameters) the device is synchronized before each pass and
+    CUDA events time it (``fxprune.measure.time_calls``), so the kernels' work is measured,
+    not their launches. To compare models, time them in interleaved rounds
+    (``fxprune.measure.models_ms``)."""
     if not isinstance(iters, int) or iters < 1:
         raise ValueError(f"latency_ms: iters must be a positive int, got {iters!r}")
+    device = device_of(inputs, m)
     modes = _modes(m)
     m.eval()
-    times = []
     try:
         with torch.no_grad():
-            for _ in range(warmup):
-                m(*inputs)
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                m(*inputs)
-                times.append((time.perf_counter() - t0) * 1e3)
+            times = time_calls(lambda: m(*inputs), device, iters=iters, warmup=warmup)
     finally:
         _restore(m, modes)
     times.sort()

@@ -238,3 +238,144 @@ def test_auto_rounds_only_where_it_cannot_time(cache_dir, staircase, monkeypatch
     monkeypatch.setattr(fxprune.hardware, "end_to_end", lambda *a, **k: pytest.fail("timed end to end"))
     out = fxprune.compile(Net().eval(), 0.3, example_inputs=X, round_to="auto")
     assert _widths(out)["c1.weight"][0] == 45 and not staircase
+
+
+# -- memory format: channels_last models are measured channels_last ---------------------------
+
+
+def _channels_last(m: nn.Module) -> nn.Module:
+    return m.to(memory_format=torch.channels_last)
+
+
+def _is_cl(t: torch.Tensor) -> bool:
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+def test_device_key_names_the_memory_format():
+    cpu = torch.device("cpu")
+    plain = hardware.device_key(cpu, torch.float32)
+    assert plain == hardware.device_key(cpu, torch.float32, torch.contiguous_format)
+    cl = hardware.device_key(cpu, torch.float32, torch.channels_last)
+    assert plain.endswith("|float32|contiguous") and cl.endswith("|float32|channels_last")
+    assert hardware.device_key(cpu, torch.bfloat16, torch.channels_last).endswith("|bfloat16|channels_last")
+
+
+def test_memory_format_of():
+    assert hardware.memory_format_of(Net()) == torch.contiguous_format
+    assert hardware.memory_format_of(_channels_last(Net())) == torch.channels_last
+    assert hardware.memory_format_of(nn.Linear(3, 4)) == torch.contiguous_format
+    # 1x1 kernels are both layouts at once: they decide nothing
+    assert hardware.memory_format_of(_channels_last(nn.Conv2d(8, 8, 1))) == torch.contiguous_format
+
+
+def test_probe_builds_in_the_memory_format():
+    conv = hardware._Probe(nn.Conv2d(8, 16, 3), (2, 8, 10, 10), 0, 16)
+    layer, x = conv.build(12, torch.device("cpu"), torch.bfloat16, torch.channels_last)
+    assert layer.weight.shape == (12, 8, 3, 3) and layer.weight.dtype == torch.bfloat16
+    assert _is_cl(layer.weight) and _is_cl(x) and x.dtype == torch.bfloat16
+    layer, x = conv.build(12, torch.device("cpu"), torch.float32)
+    assert layer.weight.is_contiguous() and x.is_contiguous()
+    lin = hardware._Probe(nn.Linear(8, 16), (2, 5, 8), 1, 8)
+    layer, x = lin.build(4, torch.device("cpu"), torch.float32, torch.channels_last)  # not 4-d: unchanged
+    assert layer.weight.shape == (16, 4) and x.shape == (2, 5, 4)
+
+
+def test_auto_measures_a_channels_last_model_channels_last(cache_dir, monkeypatch):
+    """The cache key says channels_last, the step's probe and every rebuilt 2-d conv (and its
+    input) are channels_last, and the pruned model comes back channels_last."""
+    seen = []
+
+    def cost(layer, x, device, repeat=15):
+        seen.append((layer, x))
+        if isinstance(layer, nn.Linear):
+            return _tile(layer.in_features) * _tile(layer.out_features) * 1e-6
+        return _tile(layer.in_channels) * _tile(layer.out_channels) * layer.kernel_size[0] ** 2 * 1e-7
+
+    monkeypatch.setattr(hardware, "_layer_ms", cost)
+    real_end_to_end = hardware.end_to_end
+
+    def e2e(gm, pruned, inputs, **kw):  # the real one (it converts the layout), then "faster"
+        real_end_to_end(gm, pruned, inputs, rounds=1, iters=1)
+        return (2.0, 1.0, 1.0)
+
+    monkeypatch.setattr(hardware, "end_to_end", e2e)
+    m = _channels_last(Net().eval())
+    x = X.contiguous(memory_format=torch.channels_last)
+    out = fxprune.compile(m, 0.5, example_inputs=x, round_to="auto")
+    key = hardware.device_key(torch.device("cpu"), torch.float32, torch.channels_last)
+    assert json.loads((cache_dir / "latency.json").read_text()).keys() == {key}
+    assert out.meta["fxprune.report"].plan.meta["round_to"]["device"] == key
+    convs = [(layer, x) for layer, x in seen if isinstance(layer, nn.Conv2d)]
+    assert convs and all(_is_cl(x) for _, x in convs)
+    assert all(layer.weight.is_contiguous(memory_format=torch.channels_last) for layer, _ in convs)
+    assert any(_is_cl(layer.weight) for layer, _ in convs)  # the 3x3 ones tell the layouts apart
+    assert hardware.memory_format_of(out) == torch.channels_last  # end_to_end converted it
+    # the same model, contiguous: another key, measured again
+    fxprune.compile(Net().eval(), 0.5, example_inputs=X, round_to="auto")
+    keys = json.loads((cache_dir / "latency.json").read_text()).keys()
+    assert keys == {key, hardware.device_key(torch.device("cpu"), torch.float32)}
+
+
+def test_end_to_end_times_a_channels_last_pruned_model_channels_last():
+    m = _channels_last(Net().eval())
+    x = X.contiguous(memory_format=torch.channels_last)
+    gm = fxprune.analyze(m, x)
+    small = fxprune.rewrite(gm, fxprune.make_plan(gm, 0.5))
+    assert hardware.memory_format_of(small) == torch.contiguous_format  # the rewrite's new weights
+    base, pruned, wins = hardware.end_to_end(gm, small, (x,), rounds=2, iters=1)
+    assert base > 0 and pruned > 0
+    assert hardware.memory_format_of(small) == torch.channels_last
+
+
+# -- fxprune.measure: the shared timer ---------------------------------------------------------
+
+
+def test_time_calls_and_interleaved_on_cpu():
+    from fxprune import measure
+
+    calls = []
+    t = measure.time_calls(lambda: calls.append(1), "cpu", iters=4, warmup=2)
+    assert len(t) == 4 and len(calls) == 6 and all(v >= 0 for v in t)
+    with pytest.raises(ValueError, match="iters"):
+        measure.time_calls(lambda: None, "cpu", iters=0)
+    order = []
+    a, b = measure.interleaved([lambda: order.append("a"), lambda: order.append("b")], "cpu",
+                               rounds=3, iters=2, warmup=1, round_warmup=1, reduce=min)  # fmt: skip
+    assert len(a) == len(b) == 3
+    assert order == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    s = measure.spread([1.0, 2.0, 4.0])
+    assert s["median"] == 2.0 and s["min"] == 1.0 and s["max"] == 4.0 and s["rel"] == 0.75
+
+
+def test_models_ms_and_latency_ms_keep_flags():
+    from fxprune import measure
+
+    m = Net()
+    m.c1.eval()
+    base, other = measure.models_ms([m, nn.Identity()], (X,), rounds=2, iters=1)
+    assert len(base) == len(other) == 2
+    assert m.training and not m.c1.training and m.c2.training
+    assert fxprune.latency_ms(m, (X,), warmup=1, iters=3) > 0
+    assert m.training and not m.c1.training
+    assert measure.device_of((X,), m) == torch.device("cpu") and measure.device_of(nn.ReLU()) == torch.device("cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_latency_ms_on_cuda_measures_the_kernels():
+    """On a GPU the timer waits for the work: a matmul chain takes measurably longer than
+    its launch, and a bf16 channels_last model is timed and measured at its layout."""
+    from fxprune import measure
+
+    a = torch.randn(4096, 4096, device="cuda")
+
+    def work():
+        for _ in range(20):
+            a @ a
+
+    ms = measure.time_calls(work, "cuda", iters=3, warmup=1)
+    assert min(ms) > 1.0  # 20 products of 4096^3 take milliseconds, their launches microseconds
+    m = _channels_last(Net().eval().to("cuda", torch.bfloat16))
+    x = X.to("cuda", torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    assert fxprune.latency_ms(m, (x,), warmup=1, iters=3) > 0
+    assert hardware.device_key(torch.device("cuda"), torch.bfloat16, torch.channels_last).startswith("cuda:")
