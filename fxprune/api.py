@@ -26,7 +26,9 @@ def _shapes_only(inputs: tuple) -> tuple:
     return tuple(torch.empty(a.shape, dtype=a.dtype, device="meta") if isinstance(a, torch.Tensor) else a for a in inputs)
 
 
-def analyze(model: nn.Module, example_inputs: Any, *, capture: str = "auto") -> fx.GraphModule:
+def analyze(
+    model: nn.Module, example_inputs: Any, *, capture: str = "auto", example_kwargs: Mapping[str, Any] | None = None
+) -> fx.GraphModule:
     """Capture (if ``model`` is not already a GraphModule; ``capture``: "auto", "fx" or
     "export", see ``fxprune.capture``) and analyze. Returns the annotated GraphModule;
     ``gm.meta["fxprune.analysis"]`` holds the classes and reasons.
@@ -36,7 +38,7 @@ def analyze(model: nn.Module, example_inputs: Any, *, capture: str = "auto") -> 
         >>> len(gm.meta["fxprune.analysis"].prunable())
         4
     """
-    inputs = as_inputs(example_inputs)
+    inputs = as_inputs(example_inputs, model, example_kwargs)
     if isinstance(model, fx.GraphModule):
         return _analyze(model, inputs)
     return _analyze(_capture(model, inputs, method=capture))
@@ -73,6 +75,7 @@ def compile(
     ratio: float | None = None,
     *,
     example_inputs: Any,
+    example_kwargs: Mapping[str, Any] | None = None,
     exact: bool = False,
     importance: str | Criterion = "l2",
     round_to: int | str = 1,
@@ -97,7 +100,9 @@ def compile(
     Args:
         ratio: fraction of each group's indices removed, in [0, 1) (default 0.5 when no
             target is given).
-        example_inputs: a tensor or a tuple of positional arguments the model runs on.
+        example_inputs: what the model runs on: a tensor, a tuple of positional arguments,
+            or a dict of keyword arguments (bound to ``forward``'s parameters).
+        example_kwargs: keyword arguments added to positional ``example_inputs``.
         exact: prune only groups whose removal provably leaves the rest unchanged.
         importance: a criterion name ("l2", "l1", "random", "bn_scale", "taylor", "hessian",
             "zeroshot") or a ``fxprune.importance.Criterion``; ignored when ``scores`` is given.
@@ -142,6 +147,7 @@ def compile(
         _check_ratio(ratio)  # before any work, so bad input costs nothing
     if capture not in CAPTURES:
         raise ValueError(f"capture={capture!r} is not one of {', '.join(map(repr, CAPTURES))}")
+    example_inputs, example_kwargs = as_inputs(example_inputs, model, example_kwargs), None
     if depth is not None or mode != "width":  # whole blocks: fxprune.depth (it calls back here for width)
         from .depth import compile_depth
 

@@ -19,9 +19,11 @@ Two ways to capture, tried in this order by ``capture="auto"`` (the default):
 from __future__ import annotations
 
 import copy
+import inspect
 import operator
 import types
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -30,6 +32,8 @@ from torch import fx, nn
 from .errors import CaptureError
 from .passes.dependency import propagate
 from .passes.keys import CAPTURE
+from .passes.rules import has_module_rule
+from .passes.state import carry_unreferenced
 
 __all__ = ["capture", "as_inputs", "CAPTURES"]
 
@@ -37,15 +41,66 @@ __all__ = ["capture", "as_inputs", "CAPTURES"]
 CAPTURES = ("auto", "fx", "export")
 
 
-def as_inputs(example_inputs: Any) -> tuple:
-    """A tensor or a tuple/list of positional arguments -> a tuple of arguments."""
-    if isinstance(example_inputs, torch.Tensor):
-        return (example_inputs,)
-    if isinstance(example_inputs, (tuple, list)):
-        return tuple(example_inputs)
-    raise TypeError(
-        f"example_inputs must be a tensor or a tuple of positional arguments, got {type(example_inputs).__name__}"
-    )
+def as_inputs(example_inputs: Any, model: nn.Module | None = None, example_kwargs: Any = None) -> tuple:
+    """The example inputs as a tuple of positional arguments.
+
+    ``example_inputs`` is a tensor, a tuple/list of positional arguments, or a dict of
+    keyword arguments; ``example_kwargs`` adds keyword arguments to positional ones. Keyword
+    arguments are bound to ``model.forward``'s parameters and become positional ones, in the
+    forward's order (a parameter skipped between two given ones takes its default), so every
+    later pass (shape propagation, verification, timing) calls ``model(*inputs)``.
+    """
+    kwargs: dict[str, Any] = {}
+    if isinstance(example_inputs, Mapping):
+        args: tuple = ()
+        kwargs = dict(example_inputs)
+    elif isinstance(example_inputs, torch.Tensor):
+        args = (example_inputs,)
+    elif isinstance(example_inputs, (tuple, list)):
+        args = tuple(example_inputs)
+    elif example_inputs is None and example_kwargs is not None:
+        args = ()
+    else:
+        raise TypeError(
+            "example_inputs must be a tensor, a tuple of positional arguments or a dict of keyword arguments, "
+            f"got {type(example_inputs).__name__}"
+        )
+    if example_kwargs is not None:
+        if not isinstance(example_kwargs, Mapping):
+            raise TypeError(f"example_kwargs must be a dict of keyword arguments, got {type(example_kwargs).__name__}")
+        clash = sorted(set(kwargs) & set(example_kwargs))
+        if clash:
+            raise ValueError(f"example_inputs and example_kwargs both give {', '.join(clash)}")
+        kwargs.update(example_kwargs)
+    if not kwargs:
+        return args
+    if model is None:
+        raise TypeError("keyword example inputs need the model, to bind them to its forward's parameters")
+    return _bind(model, args, kwargs)
+
+
+def _bind(model: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple:
+    name = type(model).__name__
+    sig = inspect.signature(model.forward)
+    try:
+        bound = sig.bind(*args, **kwargs)
+    except TypeError as e:
+        raise TypeError(f"example inputs do not fit {name}.forward{sig}: {e}") from e
+    params = list(sig.parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    given = [i for i, p in enumerate(positional) if p.name in bound.arguments]
+    out = []
+    for p in positional[: (given[-1] + 1) if given else 0]:
+        out.append(bound.arguments[p.name] if p.name in bound.arguments else p.default)
+    if any(p.kind == p.VAR_POSITIONAL and p.name in bound.arguments for p in params):
+        out.extend(bound.arguments[next(p.name for p in params if p.kind == p.VAR_POSITIONAL)])
+    rest = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) and p.name in bound.arguments]
+    if rest:
+        raise TypeError(
+            f"example inputs {', '.join(rest)} of {name}.forward{sig} are keyword-only (or go to **kwargs); "
+            "fxprune passes example inputs positionally: give them as forward's named parameters"
+        )
+    return tuple(out)
 
 
 def _describe(inputs: tuple) -> str:
@@ -73,11 +128,21 @@ def _copy(model: nn.Module) -> nn.Module:
         ) from e
 
 
+class _Tracer(fx.Tracer):
+    """symbolic_trace's tracer, plus: a module whose class has a registered module rule
+    (``fxprune.register_module``) stays a leaf, so its rule is what the analysis sees."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return has_module_rule(type(m)) or super().is_leaf_module(m, module_qualified_name)
+
+
 def _by_symbolic_trace(model: nn.Module) -> fx.GraphModule:
     work = _copy(model)
     modes = {name: m.training for name, m in work.named_modules()}
     work.eval()
-    gm = fx.symbolic_trace(work)
+    tracer = _Tracer()
+    gm = fx.GraphModule(work, tracer.trace(work), type(work).__name__)
+    carry_unreferenced(work, gm)  # unread parameters, buffers and submodules keep their keys
     for name, m in gm.named_modules():
         if name in modes:
             m.training = modes[name]
@@ -89,6 +154,7 @@ def _by_export(model: nn.Module, inputs: tuple) -> fx.GraphModule:
     work = _copy(model).eval()
     ep = torch.export.export(work, inputs, strict=False)
     gm = ep.module()
+    carry_unreferenced(work, gm)
     # ExportedProgram.module() makes train()/eval() raise. Its graph is the eval-mode forward
     # whatever the flag says; fxprune's passes set the flag (propagate, verify), so the
     # nn.Module methods come back, and train() warns once that the graph stays eval-mode
@@ -154,7 +220,9 @@ def _inline_grad_regions(gm: fx.GraphModule) -> None:
     gm.recompile()
 
 
-def capture(model: nn.Module, example_inputs: Any, *, method: str = "auto") -> fx.GraphModule:
+def capture(
+    model: nn.Module, example_inputs: Any, *, method: str = "auto", example_kwargs: Any = None
+) -> fx.GraphModule:
     """Capture a deep copy of ``model`` as a GraphModule and propagate shapes from
     ``example_inputs``. ``method``: ``"fx"`` (``torch.fx.symbolic_trace``, in eval mode, so
     python-level ``if self.training`` branches take their inference path; leaf modules keep
@@ -179,8 +247,10 @@ def capture(model: nn.Module, example_inputs: Any, *, method: str = "auto") -> f
         raise TypeError(f"fxprune expects a torch.nn.Module, got {type(model).__name__}")
     if method not in CAPTURES:
         raise ValueError(f"capture={method!r} is not one of {', '.join(map(repr, CAPTURES))}")
-    inputs = as_inputs(example_inputs)
+    inputs = as_inputs(example_inputs, model, example_kwargs)
     name = type(model).__name__
+    if isinstance(model, fx.GraphModule) and method in ("auto", "fx"):
+        return _given_graph(model, inputs)
     fx_error: BaseException | None = None
     run_error: BaseException | None = None
     if method in ("auto", "fx"):
@@ -193,6 +263,7 @@ def capture(model: nn.Module, example_inputs: Any, *, method: str = "auto") -> f
         else:
             try:
                 propagate(gm, inputs)
+                _warn_unreached_rules(model, gm)
                 return gm
             except Exception as e:  # noqa: BLE001
                 run_error = e
@@ -226,6 +297,37 @@ def capture(model: nn.Module, example_inputs: Any, *, method: str = "auto") -> f
         propagate(gm, inputs)
     except Exception as e:  # noqa: BLE001
         raise _inputs_error(name, inputs, e) from e
+    _warn_unreached_rules(model, gm)
+    return gm
+
+
+def _warn_unreached_rules(model: nn.Module, gm: fx.GraphModule) -> None:
+    """A module class with a registered rule (outside torch's own) whose instances in the
+    model never appear as a call in the graph: its rule cannot fire, so say so."""
+    called = {type(gm.get_submodule(n.target)) for n in gm.graph.nodes if n.op == "call_module"}
+    missed = sorted({
+        type(m).__qualname__ for m in model.modules()
+        if has_module_rule(type(m)) and type(m) not in called and not type(m).__module__.startswith("torch.")
+    })  # fmt: skip
+    if missed:
+        warnings.warn(
+            f"fxprune: the module rule registered for {', '.join(missed)} never fired: the "
+            f"{gm.meta.get(CAPTURE, 'capture')} graph has no call to it (torch.export inlines every module, and a "
+            "class that forward never calls is not in any graph); its ops were analyzed one by one instead. "
+            "Use capture='fx' to keep the class as a leaf.",
+            stacklevel=3,
+        )
+
+
+def _given_graph(model: fx.GraphModule, inputs: tuple) -> fx.GraphModule:
+    """A GraphModule the user traced is analyzed as it is (a copy): tracing it again would
+    inline the leaf modules the user chose."""
+    gm = _copy(model)
+    gm.meta[CAPTURE] = model.meta.get(CAPTURE, "user GraphModule")
+    try:
+        propagate(gm, inputs)
+    except Exception as e:  # noqa: BLE001
+        raise _inputs_error(type(model).__name__, inputs, e) from e
     return gm
 
 

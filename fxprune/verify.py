@@ -114,7 +114,7 @@ def verify(
         >>> fxprune.verify(model, small, x).passed
         True
     """
-    inputs = as_inputs(example_inputs)
+    inputs = as_inputs(example_inputs, model)
     if plan is None:
         report = pruned.meta.get(REPORT)
         if report is None or report.plan is None:

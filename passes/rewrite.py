@@ -25,6 +25,7 @@ from torch.fx.node import map_aggregate
 from .axes import Layout, kept_positions
 from .dependency import Analysis, NodeDims, _has_tensor
 from .keys import ANALYSIS, DIMS, PLAN, SPEC
+from .state import carry_unreferenced
 from .rules import _FUNCS, _METHODS, _MODULES, _SIGS
 
 __all__ = ["rewrite", "register_rewrite", "register_module_update"]
@@ -217,6 +218,7 @@ def rewrite(gm: fx.GraphModule, plan: Any = None) -> fx.GraphModule:
             tainted.add(new)
 
     out = fx.GraphModule(new_root, graph, class_name=type(gm).__name__)
+    carry_unreferenced(new_root, out)  # what the graph never reads stays, whole, under its name
     out.meta = {k: v for k, v in gm.meta.items() if k not in (PLAN, ANALYSIS)}
     own_train = gm.__dict__.get("train")  # a capture's train() override (torch.export: it warns)
     if isinstance(own_train, types.MethodType):

@@ -133,6 +133,12 @@ def register_module(key: str, *classes: type) -> Callable[[Callable[..., dict]],
     return deco
 
 
+def has_module_rule(cls: type) -> bool:
+    """Whether instances of exactly ``cls`` are covered by a module rule (capture keeps them
+    as leaf modules, so the rule is reached instead of the class being traced through)."""
+    return cls in _MODULES
+
+
 def lookup(node: Any, gm: Any, args: tuple, kwargs: dict, ctx: Ctx) -> tuple[str, tuple, dict] | None:
     """Canonical (key, rule args, rule kwargs) for a call node, or None when no rule covers it.
     ``gm``: the GraphModule, or a ``{qualified name: module}`` mapping of its modules."""

@@ -1,0 +1,163 @@
+"""Scenarios of the reference tool's (Torch-Pruning's) own test suite that fxprune had gaps
+in: tensors the forward never reads, a user's own layer with a registered rule, a
+GraphModule the user traced, and keyword (dict) example inputs."""
+
+import tempfile
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from conftest import randomize_
+from torch import fx, nn
+
+import fxprune
+from fxprune.passes.rules import Ctx, register_module, register_rule
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# -- tensors the forward never reads ------------------------------------------------------------
+class WithUnused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 8, 3, padding=1)
+        self.unused_param = nn.Parameter(torch.randn(16))
+        self.register_buffer("unused_buffer", torch.arange(4.0))
+        self.register_buffer("scratch", torch.zeros(2), persistent=False)
+        self.unused_head = nn.Sequential(nn.Conv2d(16, 4, 1), nn.BatchNorm2d(4))
+
+    def forward(self, x):
+        return self.conv2(F.relu(self.bn(self.conv1(x))))
+
+
+def test_unused_tensors_and_submodules_are_kept():
+    model = randomize_(WithUnused()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    small = fxprune.compile(model, 0.5, example_inputs=x, exact=True)
+    assert set(small.state_dict()) == set(model.state_dict())
+    assert small.conv1.out_channels == 8  # it did prune
+    torch.testing.assert_close(small.unused_param, model.unused_param)  # kept whole
+    assert small.unused_param is not model.unused_param  # a copy: the user's model is untouched
+    assert "scratch" not in small.state_dict() and hasattr(small, "scratch")  # still non-persistent
+    assert isinstance(small.unused_head[1], nn.BatchNorm2d)
+    assert fxprune.verify(model, small, x).passed
+
+
+@pytest.mark.parametrize("build", [torchvision.models.googlenet, torchvision.models.inception_v3])
+def test_aux_heads_keep_their_keys_through_save_and_load(build):
+    torch.manual_seed(0)
+    model = build(init_weights=True, aux_logits=True).eval()
+    x = torch.randn(1, 3, 96 if build is torchvision.models.googlenet else 75, 96 if build is torchvision.models.googlenet else 75)
+    small = fxprune.compile(model, 0.3, example_inputs=x, exact=True)
+    assert set(small.state_dict()) == set(model.state_dict())
+    assert fxprune.count_params(small) < fxprune.count_params(model)
+    with tempfile.TemporaryDirectory() as d:
+        fxprune.save(small, d, example_inputs=x)
+        again = fxprune.load(d, build(init_weights=True, aux_logits=True))
+    sd, sd2 = small.state_dict(), again.state_dict()
+    assert set(sd) == set(sd2) and all(torch.equal(sd[k], sd2[k]) for k in sd)
+    torch.testing.assert_close(again(x), small(x))
+
+
+# -- a user's own layer, reached through its registered module rule ----------------------------
+class ChannelScale(nn.Module):
+    """A user's layer: one learned scale per channel (traced through, it would be a mul by a
+    get_attr; as a leaf, its registered rule ties the scale to the channels)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.scale = nn.Parameter(torch.rand(c) + 0.5)
+
+    def forward(self, x):
+        return x * self.scale.view(1, -1, 1, 1)
+
+
+@register_rule("test_channel_scale")
+def _channel_scale(ctx: Ctx, input, scale):
+    ctx.unify(scale.axes[0], input.axes[1])
+    return input.axes
+
+
+@register_module("test_channel_scale", ChannelScale)
+def _channel_scale_module(ctx: Ctx, mod, fqn, input):
+    return {"input": input, "scale": ctx.param(f"{fqn}.scale")}
+
+
+class UsesScale(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.scale = ChannelScale(16)
+        self.conv2 = nn.Conv2d(16, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv2(torch.relu(self.scale(self.conv1(x))))
+
+
+def test_registered_user_layer_is_a_leaf_and_pruned_through_its_rule():
+    model = randomize_(UsesScale()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    gm = fxprune.analyze(model, x)
+    assert [n.target for n in gm.graph.nodes if n.op == "call_module"] == ["conv1", "scale", "conv2"]
+    small = fxprune.compile(model, 0.5, example_inputs=x, exact=True)
+    assert isinstance(small.scale, ChannelScale) and small.scale.scale.shape == (8,)
+    assert small.conv1.out_channels == 8
+    assert fxprune.verify(model, small, x).passed
+    torch.testing.assert_close(small(torch.randn(5, 3, 12, 12)).shape, torch.Size([5, 4, 12, 12]))
+
+
+def test_user_traced_graph_module_keeps_its_leaves():
+    class KeepLayer4(fx.Tracer):
+        def is_leaf_module(self, m, name):
+            return name == "layer4" or super().is_leaf_module(m, name)
+
+    model = randomize_(torchvision.models.resnet18()).eval()
+    gm = fx.GraphModule(model, KeepLayer4().trace(model))
+    x = torch.randn(1, 3, 64, 64)
+    small = fxprune.compile(gm, 0.5, example_inputs=x, exact=True)
+    assert "layer4" in [n.target for n in small.graph.nodes if n.op == "call_module"]
+    assert [n.target for n in gm.graph.nodes if n.op == "call_module"].count("layer4") == 1  # untouched
+    assert fxprune.count_params(small) < fxprune.count_params(gm)
+    assert fxprune.verify(gm, small, x).passed
+
+
+# -- keyword example inputs ---------------------------------------------------------------------
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 3, padding=1)
+        self.b = nn.Conv2d(5, 16, 3, padding=1)
+        self.head = nn.Conv2d(16, 2, 1)
+
+    def forward(self, image, extra, gain: float = 1.0):
+        return self.head(torch.relu(self.a(image) + self.b(extra))) * gain
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_dict_example_inputs(capture):
+    model = randomize_(TwoInputs()).eval()
+    kw = {"extra": torch.randn(2, 5, 8, 8), "image": torch.randn(2, 3, 8, 8)}
+    small = fxprune.compile(model, 0.5, example_inputs=kw, exact=True, capture=capture)
+    assert small.a.out_channels == 8 if capture == "fx" else fxprune.count_params(small) < fxprune.count_params(model)
+    assert fxprune.verify(model, small, kw).passed
+    # positional and keyword inputs mix; a skipped parameter takes its default
+    small2 = fxprune.compile(model, 0.5, example_inputs=(kw["image"],), example_kwargs={"extra": kw["extra"]}, exact=True)
+    assert fxprune.verify(model, small2, (kw["image"], kw["extra"])).passed
+
+
+def test_dict_example_inputs_bad_names_are_named():
+    model = TwoInputs()
+    with pytest.raises(TypeError, match="image"):
+        fxprune.compile(model, 0.5, example_inputs={"imgae": torch.randn(1, 3, 8, 8), "extra": torch.randn(1, 5, 8, 8)})
+    with pytest.raises(ValueError, match="extra"):
+        fxprune.compile(model, 0.5, example_inputs={"extra": torch.randn(1, 5, 8, 8)},
+                        example_kwargs={"extra": torch.randn(1, 5, 8, 8)})  # fmt: skip
+
+
+def test_a_registered_rule_that_cannot_fire_warns():
+    model = randomize_(UsesScale()).eval()
+    with pytest.warns(UserWarning, match="ChannelScale never fired"):
+        fxprune.analyze(model, torch.randn(1, 3, 8, 8), capture="export")
