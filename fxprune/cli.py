@@ -26,6 +26,7 @@ import torch
 from tabulate import tabulate
 from torch import nn
 
+from .capture import as_inputs
 from .io import build_model
 
 __all__ = ["main", "build_model"]
@@ -60,16 +61,41 @@ def _spec(model: str) -> str:
     return model if ":" in model else f"torchvision:{model}"
 
 
-def _inputs(args: argparse.Namespace) -> torch.Tensor:
+def _shape(text: str, flag: str) -> list[int]:
+    try:
+        shape = [int(s) for s in text.replace("x", ",").split(",") if s]
+    except ValueError:
+        raise ValueError(f"{flag} must be comma-separated ints such as 1,3,224,224, got {text!r}") from None
+    if not shape or any(s <= 0 for s in shape):
+        raise ValueError(f"{flag} must be positive ints such as 1,3,224,224, got {text!r}")
+    return shape
+
+
+def _inputs(args: argparse.Namespace) -> torch.Tensor | dict[str, torch.Tensor]:
+    """One random input tensor (--shape, or batch x 3 x size x size), or, with --input
+    NAME=SHAPE given, a dict of keyword inputs for the model's forward."""
+    named = getattr(args, "input", None)
+    if named:
+        if args.shape:
+            raise ValueError("give --shape or --input NAME=SHAPE, not both")
+        out: dict[str, torch.Tensor] = {}
+        for item in named:
+            name, eq, text = item.partition("=")
+            if not eq or not name.isidentifier():
+                raise ValueError(f"--input must look like NAME=SHAPE such as image=1,3,224,224, got {item!r}")
+            if name in out:
+                raise ValueError(f"--input {name} is given twice")
+            out[name] = torch.randn(*_shape(text, f"--input {name}"))
+        return out
     if args.shape:
-        try:
-            shape = [int(s) for s in args.shape.replace("x", ",").split(",") if s]
-        except ValueError:
-            raise ValueError(f"--shape must be comma-separated ints such as 1,3,224,224, got {args.shape!r}") from None
-        if not shape or any(s <= 0 for s in shape):
-            raise ValueError(f"--shape must be positive ints such as 1,3,224,224, got {args.shape!r}")
-        return torch.randn(*shape)
+        return torch.randn(*_shape(args.shape, "--shape"))
     return torch.randn(args.batch, 3, args.size, args.size)
+
+
+def _shape_text(x: torch.Tensor | dict[str, torch.Tensor]) -> str:
+    if isinstance(x, dict):
+        return ", ".join(f"{k}={'x'.join(map(str, v.shape))}" for k, v in x.items())
+    return "x".join(map(str, x.shape))
 
 
 def _target(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
@@ -87,20 +113,21 @@ def _target(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     return {kind: value}, how
 
 
-def _rows(model: nn.Module, pruned: nn.Module, x: torch.Tensor, args: argparse.Namespace, stages: _Stages) -> list:
+def _rows(model: nn.Module, pruned: nn.Module, x: Any, args: argparse.Namespace, stages: _Stages) -> list:
     from .report import count_macs, count_params, latency_ms
 
+    inputs = as_inputs(x, model)
     with stages.stage("counting MACs"):
         p0, p1 = count_params(model), count_params(pruned)
-        m0, m1 = count_macs(model, (x,)), count_macs(pruned, (x,))
+        m0, m1 = count_macs(model, inputs), count_macs(pruned, inputs)
     with stages.stage(f"timing ({args.iters} runs each)"):
-        lat0 = latency_ms(model, (x,), iters=args.iters)
-        lat1 = latency_ms(pruned, (x,), iters=args.iters)
+        lat0 = latency_ms(model, inputs, iters=args.iters)
+        lat1 = latency_ms(pruned, inputs, iters=args.iters)
     threads = torch.get_num_threads()
     return [
         ["parameters (M)", f"{p0 / 1e6:.2f}", f"{p1 / 1e6:.2f}", f"{p0 / p1:.2f}x"],
         ["MACs (G)", f"{m0 / 1e9:.3f}", f"{m1 / 1e9:.3f}", f"{m0 / m1:.2f}x"],
-        [f"CPU latency (ms, batch {x.shape[0]}, {threads} threads)", f"{lat0:.1f}", f"{lat1:.1f}", f"{lat0 / lat1:.2f}x"],
+        [f"CPU latency (ms, batch {inputs[0].shape[0]}, {threads} threads)", f"{lat0:.1f}", f"{lat1:.1f}", f"{lat0 / lat1:.2f}x"],
     ]
 
 
@@ -130,11 +157,11 @@ def _prune(args: argparse.Namespace, bench_only: bool = False) -> int:
                 result = fxprune.verify(model, pruned, x)
         if args.out:
             with stages.stage(f"saving to {args.out}"):
-                fxprune.save(pruned, args.out, example_inputs=x, spec=_spec(args.model))
+                fxprune.save(pruned, args.out, example_inputs=as_inputs(x, model), spec=_spec(args.model))
     finally:
         stages.close()
     report = pruned.meta["fxprune.report"]
-    print(f"{args.model} at {'x'.join(map(str, x.shape))}, {how}{' (exact groups only)' if args.exact else ''}")
+    print(f"{args.model} at {_shape_text(x)}, {how}{' (exact groups only)' if args.exact else ''}")
     print(tabulate(rows, headers=["", "before", "after", "reduction"]))
     groups = report.plan.groups
     print(f"{len(groups)} prunable groups ({sum(g.exact for g in groups)} exact); "
@@ -209,7 +236,7 @@ def _report(args: argparse.Namespace) -> int:
         for c in analysis.classes
         if c.params and c.pinned is not None and c.size > 1 and c.data
     ]
-    print(f"{args.model} ({type(model).__name__}) at {'x'.join(map(str, x.shape))}: "
+    print(f"{args.model} ({type(model).__name__}) at {_shape_text(x)}: "
           f"{len(groups)} prunable groups ({sum(c.approx is None for c in analysis.prunable())} exact), "
           f"{len(pinned)} pinned channel classes, {len(analysis.unsupported)} ops without a rule")  # fmt: skip
     print()
@@ -244,6 +271,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--size", type=int, default=224, help="input resolution (input is batch x 3 x size x size)")
     common.add_argument("--batch", type=int, default=1)
     common.add_argument("--shape", default=None, help="full input shape instead, e.g. 1,3,32,32")
+    common.add_argument("--input", action="append", metavar="NAME=SHAPE", default=None,
+                        help="a keyword input of forward instead (repeat for several), e.g. --input image=1,3,32,32")  # fmt: skip
     common.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     common.add_argument("--seed", type=int, default=0, help="seed for the random weights and inputs")
     common.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")

@@ -124,3 +124,24 @@ def test_a_broken_saved_directory_exits_2(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["bench", str(out)]) == 2
     assert "weights.safetensors does not match its checksum" in capsys.readouterr().err
+
+
+def test_keyword_inputs_from_the_command_line(tmp_path, capsys) -> None:
+    src = tmp_path / "two.py"
+    src.write_text(
+        "import torch\nfrom torch import nn\n"
+        "class Two(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.a, self.b = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(5, 16, 3, padding=1)\n"
+        "        self.head = nn.Conv2d(16, 2, 1)\n"
+        "    def forward(self, image, extra):\n"
+        "        return self.head(torch.relu(self.a(image) + self.b(extra)))\n"
+        "def build():\n    return Two()\n"
+    )
+    args = ["prune", f"{src}:build", "--input", "extra=2,5,8,8", "--input", "image=2,3,8,8", "--threads", "1", "--iters", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "extra=2x5x8x8, image=2x3x8x8" in out and "PASS" in out
+    assert main(["report", f"{src}:build", "--input", "imgae=2,3,8,8", "--input", "extra=2,5,8,8"]) == 2
+    assert "image" in capsys.readouterr().err
