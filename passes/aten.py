@@ -396,6 +396,7 @@ def _torch_equivalents() -> dict[Any, Any]:
         "hardswish.default")  # fmt: skip
     put(torch.mul, "mul.Tensor", "mul.Scalar")
     put(torch.div, "div.Tensor", "div.Scalar")
+    put(torch.pow, "pow.Tensor_Scalar")
     put(torch.add, "add.Tensor", "add.Scalar", "sub.Tensor", "sub.Scalar")
     put(torch.cat, "cat.default")
     put(F.linear, "linear.default")

@@ -156,6 +156,9 @@ class _Analyzer:
         # contractions between two activations, decided by zero-tracking in finish():
         # (node name, contracted axis, operand node, operand node)
         self.contractions: list[tuple[str, int, fx.Node, fx.Node]] = []
+        # reductions unchanged by zeros (sums, norms), decided by zero-tracking in finish():
+        # (node name, reduced axis, operand node, "pin" or "approx" when not zero, reason)
+        self.zero_reductions: list[tuple[str, int, fx.Node, str, str]] = []
 
     # parameters and buffers share one set of axes per tensor object
     def param(self, fqn: str) -> Val:
@@ -223,6 +226,7 @@ class _Analyzer:
             return args[0][args[1]]
         ctx = Ctx(self.ax, node, spec, self.param)
         ctx.defer_contraction = lambda a, da, b, db: self._defer_contraction(node, a, da, b, db)  # type: ignore[attr-defined]
+        ctx.defer_zero = lambda v, d, kind, why: self._defer_zero(node, v, d, kind, why)  # type: ignore[attr-defined]
         reason = None
         try:
             found = lookup(node, self.modules, args, kwargs, ctx)
@@ -258,6 +262,16 @@ class _Analyzer:
         if na is None or nb is None:
             return False
         self.contractions.append((node.name, a.axes[da], na, nb))
+        return True
+
+    def _defer_zero(self, node: fx.Node, v: Val, d: int, kind: str, reason: str) -> bool:
+        """Record a zero-safe reduction of ``v`` over dim ``d`` for zero-tracking; False (the
+        rule applies ``kind`` now) when ``v`` is not one of the node's inputs."""
+        found = {id(self.env.get(n.name)): n for n in node.all_input_nodes}
+        operand = found.get(id(v))
+        if operand is None:
+            return False
+        self.zero_reductions.append((node.name, v.axes[d], operand, kind, reason))
         return True
 
     def _pin_untouched_module_params(self, node: fx.Node) -> None:
@@ -324,7 +338,7 @@ class _Analyzer:
                         out[c] = f"{reason} ({where})" if where and where not in reason else reason
             return out
 
-        if self.contractions:  # exact where an operand is zero on the removed indices
+        if self.contractions or self.zero_reductions:  # exact where an operand is zero on the removed indices
             from .zeros import ZeroTracker
 
             zt = ZeroTracker(self.gm, param_layouts)
@@ -334,6 +348,11 @@ class _Analyzer:
                     if c is not None and not (zt(na, c) or zt(nb, c)):
                         ax.approx.append((leaf, "contracted between two activations, neither provably zero on the "
                                                 "removed indices (matmul/einsum/attention)", where))  # fmt: skip
+            for where, axis, operand, kind, reason in self.zero_reductions:
+                for leaf in ax.leaves(axis):
+                    c = ids.get(ax.find(leaf))
+                    if c is not None and not zt(operand, c):
+                        (ax.pins if kind == "pin" else ax.approx).append((leaf, reason, where))
         pinned, approx = first_reason(ax.pins), first_reason(ax.approx)
         members: dict[int, list[tuple[str, int]]] = {}
         for key, lays in param_layouts.items():

@@ -645,7 +645,13 @@ def _softmax_module(ctx: Ctx, mod: nn.Module, fqn: str, input: Any) -> dict:
 
 @register_rule("normalize", F.normalize)
 def _normalize(ctx: Ctx, input: Val, p: float = 2.0, dim: int = 1, *args: Any, **kwargs: Any) -> Any:
-    ctx.approx(input.axes[_dim(dim, input.ndim)], "normalize divides by a norm over this dim")
+    """``x / max(||x||_p over dim, eps)``: the norm changes when indices go (approximate),
+    unless the input is provably zero on them (zero-tracking: then exact)."""
+    d = _dim(dim, input.ndim)
+    reason = "normalize divides by a norm over this dim"
+    defer = getattr(ctx, "defer_zero", None)
+    if not (isinstance(p, (int, float)) and p > 0 and defer is not None and defer(input, d, "approx", reason)):
+        ctx.approx(input.axes[d], reason)
     return input.axes
 
 
@@ -787,19 +793,32 @@ def _reduce(ctx: Ctx, input: Val, *args: Any, **kwargs: Any) -> Any:
         dim = rest.pop(0)
     keepdim = kwargs.get("keepdim", rest[0] if rest and isinstance(rest[0], bool) else False)
     name = ctx.node.target if isinstance(ctx.node.target, str) else getattr(ctx.node.target, "_opname", None) or getattr(ctx.node.target, "__name__", "")  # aten.mean.dim -> "mean"
-    kept = _reduced(ctx, input, _dims(dim, input.ndim), keepdim, name if name in _STATISTICS else None)
+    zero_safe = name in ("sum", "nansum") and kwargs.get("dtype") is None
+    kept = _reduced(ctx, input, _dims(dim, input.ndim), keepdim, name if name in _STATISTICS else None, zero_safe)
     return kept if ctx.returns_tensor else [kept for _ in ctx.spec]  # (values, indices)
 
 
-def _reduced(ctx: Ctx, input: Val, dims: list[int], keepdim: bool, statistic: str | None) -> tuple:
+def _reduced(
+    ctx: Ctx, input: Val, dims: list[int], keepdim: bool, statistic: str | None, zero_safe: bool = False
+) -> tuple:
     """The axes left after reducing ``dims``. A ``statistic`` (mean, var, std, norm) kept
     and broadcast back over the dim (hand-written RMSNorm/LayerNorm, GRN) changes when indices
-    go, like LayerNorm's: approximate, not pinned; any other reduction pins what it mixes."""
-    if keepdim and statistic and ctx.returns_tensor:
-        for d in dims:
-            ctx.approx(input.axes[d], f"{statistic} statistic over this dim (a normalization)")
-    else:
-        ctx.pin([input.axes[d] for d in dims], "reduced over")
+    go, like LayerNorm's: approximate, not pinned; any other reduction pins what it mixes.
+
+    ``zero_safe``: the reduction is unchanged by entries that are zero (a sum, a sum of
+    squares, a p-norm with p >= 0). Then, where the input is provably zero on the removed
+    indices in the masked model (zero-tracking, decided at the end of the analysis through
+    ``ctx.defer_zero``), removing them changes nothing and the dim stays exact."""
+    approx = keepdim and statistic and ctx.returns_tensor
+    defer = getattr(ctx, "defer_zero", None) if zero_safe else None
+    for d in dims:
+        kind, reason = ("approx", f"{statistic} statistic over this dim (a normalization)") if approx else ("pin", "reduced over")
+        if defer is not None and defer(input, d, kind, reason):
+            continue
+        if kind == "approx":
+            ctx.approx(input.axes[d], reason)
+        else:
+            ctx.pin(input.axes[d], reason)
     return tuple(ctx.ax.new(1) if d in dims else a for d, a in enumerate(input.axes) if keepdim or d not in dims)
 
 
@@ -811,7 +830,8 @@ def _norm(ctx: Ctx, input: Val, p: Any = None, dim: Any = None, keepdim: bool = 
     GRN, ``x / x.norm(dim=1, keepdim=True)``), approximate like a mean or variance."""
     if not isinstance(input, Val) or (p is not None and not isinstance(p, (int, float))):
         raise ValueError("a matrix norm ('fro', 'nuc') or a tensor p is not described")
-    return _reduced(ctx, input, _dims(dim, input.ndim), keepdim, "norm")
+    order = ord if ord is not None else (p if p is not None else 2)
+    return _reduced(ctx, input, _dims(dim, input.ndim), keepdim, "norm", zero_safe=order >= 0)
 
 
 # ------------------------------------------------------------------------------------------

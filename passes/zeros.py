@@ -16,8 +16,10 @@ ops that keep the property (anything else answers no, which is the safe answer):
 - data movement (views, permutes, transposes, indexing, split/unbind pieces, expand, repeat,
   contiguous, dtype casts, dropout, identity), and zero-preserving element-wise functions
   (relu, gelu, silu, tanh, neg, ...);
+- an affine ``nn.BatchNorm*`` with ``c`` in its channel dim (weight and bias
+  slices zeroed);
 - a product with any tensor (one factor zero-sourced), a quotient with a zero-sourced
-  numerator, a sum or difference of zero-sourced tensors, a concatenation whose pieces
+  numerator, a power with a constant positive exponent of a zero-sourced base, a sum or difference of zero-sourced tensors, a concatenation whose pieces
   holding ``c`` are all zero-sourced;
 - ``matmul`` with ``c`` in a non-contracted dim of a zero-sourced operand; attention's output
   with ``c`` in the value's batch or channel dims and the value zero-sourced.
@@ -77,6 +79,22 @@ _CAT = {torch.cat, torch.concat, torch.concatenate, torch.stack}
 _LINEAR = {F.linear, torch._C._nn.linear}
 _CONV = {F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d}
 _MATMUL = {torch.matmul, operator.matmul, torch.mm, torch.bmm, "matmul", "mm", "bmm", "__matmul__"}
+_POW = {operator.pow, torch.pow, "pow", "pow_", "__pow__"}
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _aten_batch_norms() -> set:
+    """ATen batch norms whose (weight, bias) are args 1 and 2 (torch.export graphs)."""
+    found = set()
+    for name, overload in (("batch_norm", "default"), ("_native_batch_norm_legit_no_training", "default"),
+                           ("native_batch_norm", "default"), ("_native_batch_norm_legit_functional", "default")):  # fmt: skip
+        packet = getattr(torch.ops.aten, name, None)
+        if packet is not None and hasattr(packet, overload):
+            found.add(getattr(packet, overload))
+    return found
+
+
+_ATEN_BATCH_NORMS = _aten_batch_norms()
 _MAX_DEPTH = 400  # deeper chains answer "no" (safe) rather than recurse without bound
 
 
@@ -142,6 +160,9 @@ class ZeroTracker:
                 return self._channel_has(node, -1, c)
             if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
                 return self._channel_has(node, 1 if len(_dims_of(node)[0]) == mod.weight.dim() else 0, c)
+            if isinstance(mod, _BATCH_NORMS) and mod.affine:
+                # weight and bias slices zeroed: the output is 0 there, whatever the statistics
+                return self._channel_has(node, 1 if len(_dims_of(node)[0]) > 1 else 0, c)
             return False
         if op not in ("call_function", "call_method"):
             return False
@@ -160,6 +181,13 @@ class ZeroTracker:
             w = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
             b = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
             return self._param(w) and self._optional_param(b) and self._channel_has(node, 1, c)
+        if t is F.batch_norm or node.target in _ATEN_BATCH_NORMS:
+            # F.batch_norm(x, mean, var, weight, bias) / aten (x, weight, bias, ...): the
+            # output is 0 where weight and bias are (whatever the statistics)
+            wi = 3 if t is F.batch_norm else 1
+            w = node.args[wi] if len(node.args) > wi else node.kwargs.get("weight")
+            b = node.args[wi + 1] if len(node.args) > wi + 1 else node.kwargs.get("bias")
+            return self._param(w) and self._param(b) and self._channel_has(node, 1, c)
         if t is F.embedding:
             w = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
             return self._param(w) and self._channel_has(node, -1, c)
@@ -167,6 +195,9 @@ class ZeroTracker:
             return any(self(a, c, depth) for a in tensors)
         if t in _DIV:
             return self(node.args[0], c, depth)
+        if t in _POW:  # 0 ** p == 0 for a constant p > 0
+            e = node.args[1] if len(node.args) > 1 else node.kwargs.get("exponent")
+            return isinstance(e, (int, float)) and not isinstance(e, bool) and e > 0 and self(node.args[0], c, depth)
         if t in _ADD:
             operands = [a for a in node.args[:2]]
             return all(isinstance(a, fx.Node) and self(a, c, depth) for a in operands)

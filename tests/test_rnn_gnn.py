@@ -225,8 +225,10 @@ def test_gathers_pass_channels_through() -> None:
 
 
 class SumOfProduct(nn.Module):
-    """``(h * w).sum(-1)``: a contraction with a parameter (exact) only for a sum over a
-    parameter; a mean, or a product with a buffer, stays a pinned reduction."""
+    """``(h * w).sum(-1)``: a contraction with a parameter (exact). A sum of ``h * buf`` (a
+    buffer is not zeroed in the masked model) is exact too, because ``h`` itself is zero on
+    the removed indices (zero-tracking through the linear layer); a mean (it divides by the
+    count) or a sum of a tensor that is not zero there (``h + 1``) stays a pinned reduction."""
 
     def __init__(self, how: str):
         super().__init__()
@@ -241,10 +243,12 @@ class SumOfProduct(nn.Module):
             return (h * self.w).sum(-1)
         if self.how == "mean":
             return (h * self.w).mean(-1)
+        if self.how == "shifted":
+            return ((h + 1) * self.buf).sum(-1)
         return (h * self.buf).sum(-1)
 
 
-@pytest.mark.parametrize("how, prunes", [("sum", True), ("mean", False), ("buffer", False)])
+@pytest.mark.parametrize("how, prunes", [("sum", True), ("mean", False), ("buffer", True), ("shifted", False)])
 def test_sum_of_product_with_parameter(how: str, prunes: bool) -> None:
     torch.manual_seed(0)
     model = randomize_(SumOfProduct(how)).eval()

@@ -1199,7 +1199,9 @@ def test_repeat(op):
 @pytest.mark.parametrize("spelling", ["method", "module"])
 def test_unflatten(spelling):
     """conv(16) -> unflatten(1, (2, 8)) -> sum over the 2 -> conv(8 in): the 8 factor prunes
-    (8 -> k), the conv keeps 2k, and the unflattened size is re-derived."""
+    (8 -> k); the conv's output is zero on removed indices in the masked model, so the sum
+    over the 2 is unchanged by removing one of them, and the 2 factor prunes too (2 -> j);
+    the conv keeps j x k, and the unflattened size is re-derived."""
 
     class M(nn.Module):
         def __init__(self):
@@ -1215,7 +1217,9 @@ def test_unflatten(spelling):
 
     def widths(r):
         k = _kept(r, r.analysis.param_layouts["c2.weight"][1])
-        return {"c1.weight": (2 * k, 3, 3, 3), "c2.weight": (4, k, 1, 1)}
+        two, eight = _factors(r, "c1.weight", 0)
+        assert eight.size == 8 and two.size == 2
+        return {"c1.weight": (_kept(r, two) * k, 3, 3, 3), "c2.weight": (4, k, 1, 1)}
 
     _run_and_check(M(), X2, expect_widths=widths)
 
@@ -1310,17 +1314,26 @@ def test_norm_over_spatial_dims_keeps_channels(spelling):
 
 
 def test_norm_over_channels_is_a_statistic():
-    """F.normalize-style x / x.norm(dim=1, keepdim=True): removing channels changes the norm,
-    so the channels are approximate (kept in exact mode, pruned in default mode)."""
+    """F.normalize-style x / x.norm(dim=1, keepdim=True) of a tensor that is not zero on the
+    removed channels (here conv + 1): removing channels changes the norm, so the channels are
+    approximate (kept in exact mode, pruned in default mode). Of the conv's own output, which
+    is zero there in the masked model, the norm is unchanged: exact."""
 
-    def f(y):
+    def shifted(y):
+        y = y + 1
         return y / y.norm(dim=1, keepdim=True)
 
-    _, report, _ = _run_and_check(_Between(f), X2, expect_widths={"c1.weight": (16, 3, 3, 3)})
+    _, report, _ = _run_and_check(_Between(shifted), X2, expect_widths={"c1.weight": (16, 3, 3, 3)})
     c = _class_of(report, "c1.weight", 0)
     assert c.pinned is None and c.approx is not None and "norm statistic" in c.approx
-    small = fxprune.compile(_Between(f).eval(), 0.5, example_inputs=X2)
+    small = fxprune.compile(_Between(shifted).eval(), 0.5, example_inputs=X2)
     assert small.get_parameter("c1.weight").shape[0] == 8
+
+    def direct(y):
+        return y / y.norm(dim=1, keepdim=True)
+
+    _, report, _ = _run_and_check(_Between(direct), X2, expect_widths={"c1.weight": (8, 3, 3, 3)})
+    assert _class_of(report, "c1.weight", 0).approx is None
 
 
 @pytest.mark.parametrize("bound", ["min", "max", "both"])
