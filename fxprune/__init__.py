@@ -25,12 +25,12 @@ from .passes.dependency import propagate
 from .passes.rewrite import register_module_update, register_rewrite, rewrite
 from .passes.rules import register_method, register_module, register_rule
 from .passes.sparsify import SparsifyHandle, sparsify
-from .plan import Group, Plan, make_plan
+from .plan import Group, Plan, choose, make_plan
 from .report import Report, count_macs, count_params, latency_ms
 from .verify import VerifyResult, mask, verify
 
 __all__ = [
-    "analyze", "compile", "backend", "dynamo", "capture", "propagate", "make_plan", "rewrite", "verify", "mask", "magnitude",
+    "analyze", "compile", "backend", "dynamo", "capture", "propagate", "make_plan", "choose", "rewrite", "verify", "mask", "magnitude",
     "register_rule", "register_module", "register_method", "register_rewrite", "register_module_update",
     "Plan", "Group", "Report", "VerifyResult", "count_macs", "count_params", "latency_ms",
     "FxpruneError", "CaptureError", "PlanError", "UnsupportedOpError",

@@ -14,7 +14,7 @@ from .importance import Criterion, get_criterion
 from .passes.dependency import analyze as _analyze
 from .passes.keys import ANALYSIS, INPUTS, REPORT
 from .passes.rewrite import rewrite
-from .plan import _check_ratio, make_plan
+from .plan import _check_ratio, choose, make_plan
 from .report import make_report
 from .verify import verify as _verify
 
@@ -94,6 +94,7 @@ def compile(
     depth: int | float | Sequence[str] | None = None,
     depth_score: str = "cka",
     mode: str = "width",
+    remove: Mapping[str, Iterable[int]] | None = None,
 ) -> fx.GraphModule:
     """Prune ``model`` and return a new, smaller GraphModule (``model`` is never modified).
 
@@ -133,6 +134,10 @@ def compile(
             with the highest CKA to the original on ``data``; the candidates are in the report).
         capture: "auto" (torch.fx.symbolic_trace, and torch.export where it fails), "fx" or
             "export"; the report says which one was used.
+        remove: chosen indices to remove, ``{"layer2.0.conv1": [2, 6, 9]}`` (a module's output
+            channels, or ``"name.weight:dim"``), with every coupled slice; alone it prunes only
+            those groups, with a ratio or target the rest is pruned as usual
+            (``fxprune.plan.choose``).
 
     The report is ``out.meta["fxprune.report"]``.
 
@@ -156,7 +161,7 @@ def compile(
         out.meta.setdefault(INPUTS, _shapes_only(as_inputs(example_inputs)))
         return out
     if ratio is None and speedup is None and params is None:
-        ratio = 0.5
+        ratio = 0.0 if remove else 0.5
     if scores is None:
         criterion = get_criterion(importance)
         if criterion.needs_data and data is None:
@@ -183,6 +188,8 @@ def compile(
         gm, ratio, scores, exact=exact, round_to=round_to, min_keep=min_keep, global_ranking=global_ranking,
         speedup=speedup, params=params, ratios=ratios, ignore=ignore, example_inputs=inputs, heads=heads,
     )  # fmt: skip
+    if remove:
+        plan = choose(gm, remove, base=plan)
     seconds["plan"] = time.perf_counter() - t
     t = time.perf_counter()
     out = rewrite(gm, plan)

@@ -18,7 +18,7 @@ from .passes.blocks import REMOVED
 from .passes.dependency import Analysis
 from .passes.keys import ANALYSIS, SPEC
 
-__all__ = ["Group", "Plan", "make_plan"]
+__all__ = ["Group", "Plan", "make_plan", "choose"]
 
 
 @dataclass(frozen=True)
@@ -459,3 +459,79 @@ def _inputs_from_specs(gm: fx.GraphModule) -> tuple:
             spec = n.meta.get(SPEC)
             out.append(torch.zeros(spec.shape, dtype=spec.dtype) if hasattr(spec, "shape") else spec)
     return tuple(out)
+
+
+def choose(gm: fx.GraphModule, remove: Mapping[str, Iterable[int]], base: Plan | None = None) -> Plan:
+    """A plan that removes the chosen indices of named layers, with every coupled slice.
+
+    ``remove`` maps a name to the indices to remove from it: a module (its ``weight``'s dim 0:
+    a conv's output channels, a linear layer's output features), a parameter FQN (dim 0), or
+    either with ``:dim`` (``"fc.weight:1"``: a linear layer's input features). The group
+    holding that dim loses those indices in every member (the next layer's inputs, the batch
+    norm, the residual partners...). Other groups keep everything, or follow ``base`` (a plan
+    made earlier, e.g. by ``make_plan``), whose choice for the named groups is replaced.
+
+    Raises ``PlanError`` naming the key when the name is unknown, the dim is pinned (with the
+    reason), is a product of several groups (a grouped conv's channels: name one factor's
+    layer instead), an index is out of range, every index would go, or two names reach the
+    same group with different indices.
+
+    Example:
+        >>> plan = choose(gm, {"layer2.0.conv1": [2, 6, 9]})
+        >>> small = fxprune.rewrite(gm, plan)
+    """
+    analysis: Analysis | None = gm.meta.get(ANALYSIS)
+    if analysis is None:
+        raise PlanError("fxprune: choosing indices needs an analyzed graph; run fxprune.analyze first")
+    if base is None:
+        base = make_plan(gm, 0.0, scores={c.id: torch.zeros(c.size) for c in analysis.prunable()})
+    classes = {c.id: c for c in analysis.classes}
+    groups = {g.id: g for g in base.groups}
+    params = dict(gm.named_parameters(remove_duplicate=False))
+    modules = dict(gm.named_modules())
+    keep = dict(base.keep)
+    chosen: dict[int, tuple[str, tuple[int, ...]]] = {}
+    for key, idx in remove.items():
+        name, _, dim_text = key.partition(":")
+        if name in params:
+            fqn = name
+        elif name in modules and isinstance(getattr(modules[name], "weight", None), torch.Tensor):
+            fqn = f"{name}.weight" if name else "weight"
+        else:
+            raise PlanError(f"fxprune: remove[{key!r}]: no module with a weight, and no parameter, is named {name!r}")
+        try:
+            dim = int(dim_text) if dim_text else 0
+        except ValueError:
+            raise PlanError(f"fxprune: remove[{key!r}]: the dim after ':' must be an int") from None
+        layouts = analysis.param_layouts.get(fqn)
+        if layouts is None or not -len(layouts) <= dim < len(layouts):
+            raise PlanError(f"fxprune: remove[{key!r}]: {fqn} has no analyzed dim {dim}")
+        lay = layouts[dim]
+        if lay.kind != "leaf":
+            raise PlanError(
+                f"fxprune: remove[{key!r}]: {fqn} dim {dim} is a product of several groups ({lay}), e.g. a grouped "
+                "conv's groups x channels per group; name a layer whose dim is one group"
+            )
+        info = classes[lay.cls]
+        if info.pinned is not None:
+            raise PlanError(f"fxprune: remove[{key!r}]: {fqn} dim {dim} keeps every index: {info.pinned}")
+        if lay.cls not in groups:
+            why = f"approximate ({info.approx}) and the plan is exact-only" if info.approx and base.exact_only else \
+                "not a prunable group (no parameter to slice, or a single index)"
+            raise PlanError(f"fxprune: remove[{key!r}]: {fqn} dim {dim} is {why}")
+        drop = tuple(sorted({int(i) for i in idx}))
+        if any(not 0 <= i < info.size for i in drop):
+            raise PlanError(f"fxprune: remove[{key!r}]: indices must be in [0, {info.size}), got {list(drop)}")
+        if len(drop) >= info.size:
+            raise PlanError(f"fxprune: remove[{key!r}]: removing all {info.size} indices would leave nothing")
+        if lay.cls in chosen and chosen[lay.cls][1] != drop:
+            other, prev = chosen[lay.cls]
+            raise PlanError(
+                f"fxprune: remove[{key!r}] = {list(drop)} and remove[{other!r}] = {list(prev)} reach the same group "
+                f"(group {lay.cls}: {', '.join(f'{p}[{d}]' for p, d in info.params[:4])}) with different indices"
+            )
+        chosen[lay.cls] = (key, drop)
+        keep[lay.cls] = tuple(i for i in range(info.size) if i not in set(drop))
+    meta = dict(base.meta)
+    meta["chosen"] = {key: list(drop) for key, drop in chosen.values()}
+    return Plan(base.ratio, base.groups, keep, exact_only=base.exact_only, meta=meta, removed_blocks=base.removed_blocks)

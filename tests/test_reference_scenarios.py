@@ -215,3 +215,45 @@ def test_mean_of_squares_stays_approximate_and_a_norm_of_activations_is_not_exac
 
     gm = fxprune.analyze(NormOfInput(), x)
     assert not gm.meta["fxprune.analysis"].prunable() or all(c.size != 3 for c in gm.meta["fxprune.analysis"].prunable())
+
+
+# -- chosen indices in one call -----------------------------------------------------------------
+def test_chosen_indices_equal_the_hand_built_plan():
+    model = randomize_(torchvision.models.resnet18()).eval()
+    x = torch.randn(1, 3, 32, 32)
+    small = fxprune.compile(model, example_inputs=x, remove={"layer2.0.conv1": [2, 6, 9], "layer1.0.conv2": [0, 5]})
+    # the same by hand: analyze, find each layer's output-channel group, keep the rest
+    gm = fxprune.analyze(model, x)
+    analysis = gm.meta["fxprune.analysis"]
+    base = fxprune.make_plan(gm, 0.0)
+    keep = dict(base.keep)
+    for fqn, drop in (("layer2.0.conv1.weight", {2, 6, 9}), ("layer1.0.conv2.weight", {0, 5})):
+        lay = analysis.param_layouts[fqn][0]
+        keep[lay.cls] = tuple(i for i in range(lay.size) if i not in drop)
+    by_hand = fxprune.rewrite(gm, fxprune.Plan(0.0, base.groups, keep))
+    a, b = small.state_dict(), by_hand.state_dict()
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    # coupled slices went too: layer1's residual stream feeds layer1.*.conv1 and layer2's downsample
+    m = small.get_submodule
+    assert m("layer1.1.conv1").in_channels == 62 and m("layer2.0.downsample.0").in_channels == 62
+    assert m("layer2.0.conv1").out_channels == m("layer2.0.bn1").num_features == 125
+    kept = [i for i in range(128) if i not in (2, 6, 9)]
+    torch.testing.assert_close(m("layer2.0.conv1").weight, model.layer2[0].conv1.weight[kept][:, [i for i in range(64) if i not in (0, 5)]])
+    assert fxprune.verify(model, small, x).passed
+    # with a ratio, the other groups are pruned as usual and the chosen group follows the choice
+    both = fxprune.compile(model, 0.5, example_inputs=x, remove={"layer2.0.conv1": [2, 6, 9]})
+    assert both.get_submodule("layer2.0.conv1").out_channels == 125
+    assert both.get_submodule("layer3.0.conv1").out_channels == 128
+
+
+def test_chosen_indices_bad_input_is_named():
+    model = torchvision.models.resnet18().eval()
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.raises(fxprune.PlanError, match="same group"):
+        fxprune.compile(model, example_inputs=x, remove={"layer1.0.conv2": [0], "layer1.1.conv2": [1]})
+    with pytest.raises(fxprune.PlanError, match="graph output"):
+        fxprune.compile(model, example_inputs=x, remove={"fc": [0]})
+    with pytest.raises(fxprune.PlanError, match=r"\[0, 64\)"):
+        fxprune.compile(model, example_inputs=x, remove={"layer1.0.conv1": [64]})
+    with pytest.raises(fxprune.PlanError, match="no module"):
+        fxprune.compile(model, example_inputs=x, remove={"layer9.conv": [1]})
