@@ -83,7 +83,7 @@ def compile(
     verify: bool = False,
     speedup: float | None = None,
     params: float | None = None,
-    global_ranking: bool = False,
+    global_ranking: bool | str = False,
     min_keep: int | float | None = None,
     ratios: Mapping[str, float] | None = None,
     ignore: Iterable[str] = (),
@@ -115,7 +115,8 @@ def compile(
         speedup: instead of a ratio, prune until base MACs / pruned MACs reaches this.
         params: instead of a ratio, prune until base / pruned parameter count reaches this.
         global_ranking: rank indices across groups (learned layer sparsity) instead of
-            removing the same fraction of every group.
+            removing the same fraction of every group; ``"isomorphic"`` ranks only among groups
+            of the same structure (``fxprune.plan.signatures``; Isomorphic Pruning, ECCV 2024).
         min_keep: indices (int) or fraction (< 1) every group keeps.
         ratios: per-module ratio overrides, ``{"layer4.*": 0.7}`` (FQN globs).
         ignore: FQN globs of modules whose groups stay whole.

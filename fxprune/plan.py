@@ -251,10 +251,11 @@ def _order(s: torch.Tensor) -> list[int]:
 
 def _allocate(
     analysis: Analysis, scores: Mapping[int, torch.Tensor], ratio: float, *, exact: bool, round_to: Any,
-    min_keep: int | float | None, global_ranking: bool, ratios: Mapping[str, float], ignore: Iterable[str],
-    heads: str = "heads",
+    min_keep: int | float | None, global_ranking: bool | str, ratios: Mapping[str, float], ignore: Iterable[str],
+    heads: str = "heads", signatures: Mapping[int, Any] | None = None,
 ) -> tuple[list[Group], dict[int, tuple[int, ...]]]:  # fmt: skip
-    """Kept indices per group for one overall ``ratio``."""
+    """Kept indices per group for one overall ``ratio``. ``global_ranking="isomorphic"``
+    ranks only among groups with the same ``signatures`` entry."""
     groups, counts, candidates = [], {}, []
     factors = _factors(analysis, exact)
     head_factors, whole = _heads_split(analysis, exact, heads)
@@ -271,7 +272,7 @@ def _allocate(
         # produces those channels (matching any member would also hit consumers' inputs)
         pat = _matches(c.params[0][0], ratios)
         r = ratios[pat] if pat is not None else None
-        floor = _min_keep(min_keep, c.size, global_ranking)
+        floor = _min_keep(min_keep, c.size, bool(global_ranking))
         if r is not None or not global_ranking:
             r = ratio if r is None else r
             counts[c.id] = _keep_count(c.size, 1 - (1 - r) ** (1 / factors.get(c.id, 1)), round_to, floor)
@@ -279,24 +280,57 @@ def _allocate(
             candidates.append((c, s, floor))
     if candidates:
         # global ranking: scores are normalized per group, so they compare across groups;
-        # the lowest `ratio` of all candidate indices go, no group below its floor
-        pool = sorted((float(s[i]), c.id, i) for c, s, _ in candidates for i in range(c.size))
-        budget = math.floor(ratio * len(pool) + 1e-9)
-        removed = {c.id: 0 for c, _, _ in candidates}
-        room = {c.id: c.size - floor for c, _, floor in candidates}
-        for _, cid, _ in pool:
-            if budget == 0:
-                break
-            if removed[cid] < room[cid]:
-                removed[cid] += 1
-                budget -= 1
-        for c, _, floor in candidates:
-            counts[c.id] = _keep_count(c.size, removed[c.id] / c.size, round_to, floor)
+        # the lowest `ratio` of all candidate indices go, no group below its floor.
+        # Isomorphic ranking (Fang et al., ECCV 2024) ranks within each set of groups of the
+        # same structure only, so each kind of group loses `ratio` of its indices in all.
+        kinds: dict[Any, list] = {}
+        for cand in candidates:
+            key = (signatures or {}).get(cand[0].id, cand[0].id) if global_ranking == "isomorphic" else None
+            kinds.setdefault(key, []).append(cand)
+        for kind in kinds.values():
+            removed = _rank(kind, ratio)
+            for c, _, floor in kind:
+                counts[c.id] = _keep_count(c.size, removed[c.id] / c.size, round_to, floor)
     if not isinstance(round_to, int):  # a WidthChooser (round_to="auto")
-        counts = {cid: round_to(cid, n, _min_keep(min_keep, _size(analysis, cid), global_ranking))
+        counts = {cid: round_to(cid, n, _min_keep(min_keep, _size(analysis, cid), bool(global_ranking)))
                   for cid, n in counts.items()}  # fmt: skip
     keep = {cid: tuple(sorted(_order(scores[cid])[:n])) for cid, n in counts.items() if n < _size(analysis, cid)}
     return groups, keep
+
+
+def _rank(candidates: list, ratio: float) -> dict[int, int]:
+    """How many indices each candidate group loses when the lowest ``ratio`` of all their
+    (normalized) scores go, no group below its floor."""
+    pool = sorted((float(s[i]), c.id, i) for c, s, _ in candidates for i in range(c.size))
+    budget = math.floor(ratio * len(pool) + 1e-9)
+    removed = {c.id: 0 for c, _, _ in candidates}
+    room = {c.id: c.size - floor for c, _, floor in candidates}
+    for _, cid, _ in pool:
+        if budget == 0:
+            break
+        if removed[cid] < room[cid]:
+            removed[cid] += 1
+            budget -= 1
+    return removed
+
+
+def signatures(gm: fx.GraphModule, analysis: Analysis) -> dict[int, tuple]:
+    """Each prunable group's structure: its size and, in order, every member's owning module
+    type, tensor name, shape and dim. Groups with equal signatures are isomorphic (the same
+    kind of layer in every block of a ViT or ConvNeXt stage) and compete in isomorphic
+    ranking."""
+    modules = dict(gm.named_modules())
+    tensors = dict(gm.named_parameters(remove_duplicate=False))
+    tensors.update(gm.named_buffers(remove_duplicate=False))
+    out = {}
+    for c in analysis.prunable():
+        members = []
+        for fqn, dim in c.params:
+            owner, _, attr = fqn.rpartition(".")
+            t = tensors.get(fqn)
+            members.append((type(modules.get(owner)).__name__, attr, tuple(t.shape) if t is not None else None, dim))
+        out[c.id] = (c.size, tuple(members))
+    return out
 
 
 def _size(analysis: Analysis, cid: int) -> int:
@@ -311,7 +345,7 @@ def make_plan(
     exact: bool = False,
     round_to: int | str = 1,
     min_keep: int | float | None = None,
-    global_ranking: bool = False,
+    global_ranking: bool | str = False,
     speedup: float | None = None,
     params: float | None = None,
     ratios: Mapping[str, float] | None = None,
@@ -324,7 +358,10 @@ def make_plan(
 
     Allocation: ``ratio`` removes that fraction of every group (uniform), or, with
     ``global_ranking=True``, that fraction of all indices ranked together by their
-    per-group-normalized scores (the layer sparsity is learned). ``ratios={glob: r}`` sets
+    per-group-normalized scores (the layer sparsity is learned), or, with
+    ``global_ranking="isomorphic"`` (Isomorphic Pruning, Fang et al., ECCV 2024), ranked
+    only among groups of the same structure (``signatures``: the MLP hidden units of every
+    block compete with each other, not with the embedding dim). ``ratios={glob: r}`` sets
     the ratio of the groups a matching module produces (the group's first parameter in
     graph order; FQN globs); ``ignore=[glob]`` leaves every group touching a matching
     module whole, its inputs included. ``min_keep``: indices (int) or fraction
@@ -370,6 +407,8 @@ def make_plan(
         raise ValueError(f"min_keep must be a positive int or a fraction in (0, 1), got {min_keep!r}")
     if isinstance(ignore, str):
         ignore = [ignore]
+    if global_ranking not in (True, False, "isomorphic"):
+        raise ValueError(f"global_ranking must be True, False or \"isomorphic\", got {global_ranking!r}")
     if heads not in HEADS_MODES:
         raise ValueError(f"heads must be one of {HEADS_MODES} (the attention unit pruned), got {heads!r}")
     analysis: Analysis = gm.meta.get(ANALYSIS)
@@ -384,8 +423,9 @@ def make_plan(
         from .hardware import WidthChooser
 
         chooser = WidthChooser(gm, analysis)
+    sigs = signatures(gm, analysis) if global_ranking == "isomorphic" else None
     opts = dict(exact=exact, round_to=chooser or round_to, min_keep=min_keep, global_ranking=global_ranking,
-                ratios=dict(ratios or {}), ignore=list(ignore), heads=heads)  # fmt: skip
+                ratios=dict(ratios or {}), ignore=list(ignore), heads=heads, signatures=sigs)  # fmt: skip
 
     def plan_at(r: float) -> Plan:
         if chooser is not None:

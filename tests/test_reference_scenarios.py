@@ -257,3 +257,34 @@ def test_chosen_indices_bad_input_is_named():
         fxprune.compile(model, example_inputs=x, remove={"layer1.0.conv1": [64]})
     with pytest.raises(fxprune.PlanError, match="no module"):
         fxprune.compile(model, example_inputs=x, remove={"layer9.conv": [1]})
+
+
+# -- isomorphic ranking ---------------------------------------------------------------------
+def test_isomorphic_ranking_ranks_within_groups_of_one_structure():
+    import timm
+
+    model = randomize_(timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=4)).eval()
+    x = torch.randn(1, 3, 32, 32)
+    gm = fxprune.analyze(model, x)
+    analysis = gm.meta["fxprune.analysis"]
+    from fxprune.plan import signatures
+
+    sigs = signatures(gm, analysis)
+    mlp = [c.id for c in analysis.prunable() if ("blocks.0.mlp.fc1.weight", 0) in c.params]
+    (mlp0,) = mlp
+    same = [cid for cid, s in sigs.items() if s == sigs[mlp0]]
+    assert len(same) == 4  # the MLP hidden units of the 4 blocks are one kind
+    # scores that make block 0's MLP the weakest: plain global ranking empties it first,
+    # isomorphic ranking takes the same share of every kind, and within the MLP kind block 0 loses most
+    scores = {c.id: torch.rand(c.size, generator=torch.Generator().manual_seed(c.id)) + 1.0 for c in analysis.prunable()}
+    scores[mlp0] = scores[mlp0] - 1.0
+    iso = fxprune.make_plan(gm, 0.1, scores, global_ranking="isomorphic")
+    glob = fxprune.make_plan(gm, 0.1, scores, global_ranking=True)
+    total = sum(analysis.classes[cid].size for cid in same)
+    assert sum(iso.removed(cid) for cid in same) == pytest.approx(0.1 * total, abs=len(same))  # the kind loses 10%
+    assert iso.removed(mlp0) == max(iso.removed(cid) for cid in same)
+    assert glob.removed(mlp0) > iso.removed(mlp0)  # plain global ranking takes more from the weak layer
+    small = fxprune.rewrite(gm, iso)
+    torch.testing.assert_close(small(x).shape, model(x).shape)
+    with pytest.raises(ValueError, match="isomorphic"):
+        fxprune.make_plan(gm, 0.3, global_ranking="iso")
