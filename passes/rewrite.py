@@ -25,8 +25,8 @@ from torch.fx.node import map_aggregate
 from .axes import Layout, kept_positions
 from .dependency import Analysis, NodeDims, _has_tensor
 from .keys import ANALYSIS, DIMS, PLAN, SPEC
-from .state import carry_unreferenced
 from .rules import _FUNCS, _METHODS, _MODULES, _SIGS
+from .state import carry_unreferenced
 
 __all__ = ["rewrite", "register_rewrite", "register_module_update"]
 

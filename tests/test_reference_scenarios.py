@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from conftest import randomize_
+from fxprune.passes.rules import Ctx, register_module, register_rule
 from torch import fx, nn
 
 import fxprune
-from fxprune.passes.rules import Ctx, register_module, register_rule
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
