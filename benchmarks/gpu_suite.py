@@ -325,7 +325,7 @@ class Suite:
         self.rows_path = self.out / ROWS_FILE
         self.rows_path.write_text("")
         self.phases = Phases()
-        self.budget = Budget(args.budget_s, {"prune": 15.0, "prune-auto": 30.0, "tp": 15.0, "time": 5.0,
+        self.budget = Budget(args.budget_s, {"prune": 15.0, "prune-auto": 30.0, "tp": 15.0, "time": 5.0, "llama": 8.0 if s.smoke else 30.0,
                                              "compile": 60.0 if s.backend == "inductor" else 15.0})  # fmt: skip
         self.gpu = Gpu(s.device)
         self.rows: list[dict[str, Any]] = []
@@ -366,7 +366,8 @@ class Suite:
             base_macs = fxprune.count_macs(base, (x,))
         self.budget.took("build", time.perf_counter() - t)
         entry = {"name": name, "cnn": cnn, "base": base, "x": x, "macs": base_macs, "params": fxprune.count_params(base),
-                 "variants": [], "compiled": {}}  # fmt: skip
+                 "variants": [], "compiled": {}, "batch": s.batch, "size": s.size,
+                 "input": f"{s.batch}x3x{s.size}x{s.size}"}  # fmt: skip
         self.models[name] = entry
         log(f"{name}: {entry['params'] / 1e6:.2f}M params, {base_macs / s.batch / 1e9:.3f} GMACs per sample, "
             f"input {tuple(x.shape)} {str(s.dtype).replace('torch.', '')}"
@@ -437,9 +438,9 @@ class Suite:
         row = {
             "type": "row", "model": name, "method": v.method, "ratio": v.ratio, "round_to": v.round_to,
             "backend": backend if backend == "eager" or self.s.backend == "inductor" else f"compile:{self.s.backend}",
-            "batch": self.s.batch, "size": self.s.size, "dtype": str(self.s.dtype).replace("torch.", ""),
-            "memory_format": "channels_last" if entry["cnn"] else "contiguous",
-            "macs": v.macs // self.s.batch, "base_macs": entry["macs"] // self.s.batch, "params": v.params,
+            "batch": entry["batch"], "size": entry["size"], "input": entry["input"],
+            "dtype": str(self.s.dtype).replace("torch.", ""), "memory_format": "channels_last" if entry["cnn"] else "contiguous",
+            "macs": v.macs // entry["batch"], "base_macs": entry["macs"] // entry["batch"], "params": v.params,
             "base_params": entry["params"], "base_ms": b, "pruned_ms": p, "speedup": speed, "macs_x": macs_x,
             "speedup_over_macs_x": speed / macs_x,
             "pruned_faster_in": sum(y < x for x, y in zip(base_r, small_r)) / len(base_r),
@@ -505,6 +506,65 @@ class Suite:
             if self.compile_one(name, v.label, v.model):
                 self.time_pair(name, v, "compiled")
 
+    def llama(self) -> None:
+        """A random-weight HF LlamaForCausalLM (bf16, sdpa attention, use_cache=False; about
+        0.45B parameters with the default 32 layers), its prefill of 1 x ``--llama-tokens``
+        tokens timed against fxprune's pruned graphs at 0.25 and 0.5 (``round_to=8``, the
+        default heads mode) and the unpruned captured graph (ratio 0). The graph comes from
+        fxprune's torch.export capture, analysed once; it is frozen to that input shape,
+        which is all a fixed-shape prefill timing needs. Eager only."""
+        s, a, name = self.s, self.args, "llama"
+        if not self.budget.fits("llama"):
+            self.skip("llama: prefill rows", f"budget (estimated {self.budget.estimate('llama'):.0f} s, "
+                      f"{self.budget.left():.0f} s left)")  # fmt: skip
+            return
+        try:
+            import transformers as tr
+        except ImportError:
+            self.skip("llama: prefill rows", "transformers is not installed")
+            return
+        t0 = time.perf_counter()
+        try:
+            if s.smoke:
+                dims = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                            intermediate_size=128, vocab_size=1000)  # fmt: skip
+            else:
+                dims = dict(hidden_size=1024, num_hidden_layers=a.llama_layers, num_attention_heads=16,
+                            num_key_value_heads=8, intermediate_size=2816, vocab_size=32000)  # fmt: skip
+            tokens = a.llama_tokens or (32 if s.smoke else 2048)
+            cfg = tr.LlamaConfig(**dims, max_position_embeddings=max(4096, tokens), use_cache=False,
+                                 attn_implementation="sdpa")  # fmt: skip
+            with self.phases("llama: build"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.manual_seed(0)
+                with torch.device(s.device):
+                    base = tr.LlamaForCausalLM(cfg)
+                base = place(base, s, cnn=False)
+                x = torch.randint(0, cfg.vocab_size, (1, tokens), device=s.device)
+                base_macs = fxprune.count_macs(base, (x,))
+            with self.phases("llama: capture (export) + analyze"):
+                gm = fxprune.analyze(base, (x,), capture="export")
+            entry = {"name": name, "cnn": False, "base": base, "x": x, "macs": base_macs,
+                     "params": fxprune.count_params(base), "variants": [], "compiled": {}, "batch": 1, "size": None,
+                     "input": f"1x{tokens} tokens (prefill)"}  # fmt: skip
+            self.models[name] = entry
+            log(f"llama: {entry['params'] / 1e9:.3f}B params ({dims['num_hidden_layers']} layers, hidden "
+                f"{dims['hidden_size']}), prefill 1x{tokens}: {base_macs / 1e9:.1f} GMACs; captured in "
+                f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
+            for ratio in (0.0, 0.25, 0.5):
+                t = time.perf_counter()
+                with self.phases("llama: prune"):
+                    small = fxprune.compile(gm, ratio, example_inputs=x, round_to=8)
+                    place(small, s, cnn=False)
+                v = Variant(f"fxprune r8 {ratio:.2f}", "fxprune", ratio, 8, small, time.perf_counter() - t)
+                v.macs, v.params, v.widths = fxprune.count_macs(small, (x,)), fxprune.count_params(small), widths_of(small)
+                entry["variants"].append(v)
+                self.time_pair(name, v, "eager")
+        except Exception as e:  # noqa: BLE001 - the lowest priority: never costs the other rows
+            traceback.print_exc()
+            self.skip("llama: prefill rows", f"failed: {type(e).__name__}: {e}"[:300])
+        self.budget.took("llama", time.perf_counter() - t0)
+
     def run(self) -> None:
         s, a = self.s, self.args
         meta = {"type": "meta", "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -539,6 +599,11 @@ class Suite:
             self.compiled_rows()
         else:
             log("compiled rows: off (--no-compile)")
+        # 3. lowest priority: the Llama-style decoder's prefill, eager
+        if a.llama:
+            self.llama()
+        log("llama decode tokens/s with generate(): left out: it needs fxprune to return the user's module class "
+            "(output='module', not landed); the exported graph is frozen to one input shape and returns no KV cache")
         self.finish()
 
     def finish(self) -> None:
@@ -648,6 +713,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--compile-limit", type=int, default=None,
                     help="compile at most this many pruned models, by priority (default: as the budget allows; smoke 2)")
     ap.add_argument("--no-tp", dest="tp", action="store_false", help="leave Torch-Pruning out")
+    ap.add_argument("--no-llama", dest="llama", action="store_false", help="leave the Llama prefill rows out")
+    ap.add_argument("--llama-layers", type=int, default=32, help="decoder layers (32: about 0.45B parameters)")
+    ap.add_argument("--llama-tokens", type=int, default=None, help="prefill length (2048; smoke 32)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: as torch sets them; smoke 1: spinning OpenMP workers on a busy "
                          "2-core machine made it ~100x slower)")  # fmt: skip

@@ -2,7 +2,8 @@
 
 It runs the script as a subprocess (it sets threads, warnings and fxprune's cache folder for
 its own process) and checks the JSON lines it writes: a meta line, one row per (model,
-pruned variant) eager and two compiled rows, skip lines for the rest, and a summary."""
+pruned variant) eager, two compiled rows, a tiny Llama's prefill rows, skip lines for the rest,
+and a summary."""
 
 from __future__ import annotations
 
@@ -18,15 +19,15 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 MODELS = ("resnet50", "mobilenet_v2", "vit_b_16")
 ROW_KEYS = {
-    "model", "method", "ratio", "round_to", "backend", "batch", "size", "dtype", "memory_format", "macs", "base_macs",
+    "model", "method", "ratio", "round_to", "backend", "batch", "size", "input", "dtype", "memory_format", "macs", "base_macs",
     "params", "base_params", "base_ms", "pruned_ms", "speedup", "macs_x", "speedup_over_macs_x", "pruned_faster_in",
     "gpu", "driver", "torch", "clocks",
 }  # fmt: skip
 
 
-def _has_tp() -> bool:
+def _has(module: str) -> bool:
     try:
-        import torch_pruning  # noqa: F401
+        __import__(module)
     except ImportError:
         return False
     return True
@@ -51,9 +52,11 @@ def test_smoke_writes_every_row(smoke):
     assert recs[0]["smoke"] and recs[0]["compile_backend"] == "eager" and recs[0]["batch"] == 2
     rows = [r for r in recs if r["type"] == "row"]
     skips = [r for r in recs if r["type"] == "skip"]
+    llama = [r for r in rows if r["model"] == "llama"]
+    rows = [r for r in rows if r["model"] != "llama"]
     eager = {(r["model"], r["method"], r["round_to"], r["ratio"]) for r in rows if r["backend"] == "eager"}
     want = {(m, "fxprune", rt, ratio) for m in MODELS for rt, ratio in ((8, 0.0), (8, 0.25), (8, 0.5), ("auto", 0.25), ("auto", 0.5))}
-    if _has_tp():
+    if _has("torch_pruning"):
         want |= {(m, "torch-pruning", 8, 0.5) for m in MODELS}
     else:
         assert sum("torch_pruning is not installed" in s["why"] for s in skips) == len(MODELS)
@@ -79,13 +82,21 @@ def test_smoke_writes_every_row(smoke):
             assert r["macs_x"] == 1.0 and r["same_widths_as_original"]
         if r["round_to"] == "auto":
             assert r["round_to_auto"]["device_key"].endswith(r["memory_format"])
+    # the lowest priority: a tiny random Llama's prefill, captured by torch.export, eager
+    if _has("transformers"):
+        assert [(r["ratio"], r["backend"], r["batch"], r["input"]) for r in llama] == [
+            (ratio, "eager", 1, "1x32 tokens (prefill)") for ratio in (0.0, 0.25, 0.5)]  # fmt: skip
+        assert llama[0]["macs_x"] == 1.0 and llama[1]["macs_x"] > 1.2 and llama[2]["macs_x"] > llama[1]["macs_x"]
+    else:
+        assert not llama and any(s["why"] == "transformers is not installed" for s in skips)
+    assert "decode tokens/s with generate(): left out" in log
     by = {(r["model"], r["method"], r["round_to"], r["ratio"]): r for r in rows if r["backend"] == "eager"}
     assert by[("resnet50", "fxprune", 8, 0.5)]["macs_x"] > 3  # ratio 0.5 removes about 3/4 of a CNN's MACs
     # round_to="auto" measured in the suite's own cache, keyed by dtype and memory format
     keys = json.loads((out / "cache" / "latency.json").read_text()).keys()
     assert any(k.endswith("|float32|channels_last") for k in keys) and any(k.endswith("|float32|contiguous") for k in keys)
     summary = recs[-1]
-    assert summary["rows"] == len(rows) and summary["wall_s"] < summary["budget_s"]
+    assert summary["rows"] == len(rows) + len(llama) and summary["wall_s"] < summary["budget_s"]
     assert "timing report" in log and "ROW resnet50" in log
 
 
@@ -99,7 +110,7 @@ def test_plot_and_table_from_rows(smoke, tmp_path):
     gpu_suite.plot_rows(rows, str(tmp_path / "again.png"))
     assert (tmp_path / "again.png").stat().st_size > 0
     text = gpu_suite.table(rows)
-    assert text.count("\n") == len(rows) + 2 and "lat/MACs" in text
+    assert text.count("\n") == len(rows) + 2 and "lat/MACs" in text and ("llama" in text) == _has("transformers")
 
 
 def test_budget_estimates_from_what_steps_took():
