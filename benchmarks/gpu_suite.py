@@ -437,7 +437,7 @@ class Suite:
         speed, macs_x = b["median"] / p["median"], entry["macs"] / v.macs
         row = {
             "type": "row", "model": name, "method": v.method, "ratio": v.ratio, "round_to": v.round_to,
-            "backend": backend if backend == "eager" or self.s.backend == "inductor" else f"compile:{self.s.backend}",
+            "backend": "eager" if backend == "eager" else ("inductor" if self.s.backend == "inductor" else f"compile:{self.s.backend}"),
             "batch": entry["batch"], "size": entry["size"], "input": entry["input"],
             "dtype": str(self.s.dtype).replace("torch.", ""), "memory_format": "channels_last" if entry["cnn"] else "contiguous",
             "macs": v.macs // entry["batch"], "base_macs": entry["macs"] // entry["batch"], "params": v.params,
@@ -487,11 +487,14 @@ class Suite:
         return True
 
     def compiled_rows(self) -> None:
-        """In priority order: resnet50's 0.5 rows, its 0.25 rows, the others' 0.5, their
-        0.25, then the ratio-0 rows."""
+        """In priority order (with the default ``--compile-first 0.5``): resnet50's 0.5 rows
+        (round_to=8, auto, Torch-Pruning), its 0.25 rows, the other models' 0.5 rows, their
+        0.25 rows, then the ratio-0 rows."""
+        first = self.args.compile_first
+        second = 0.25 if first == 0.5 else 0.5
         order = []
-        for tier in (lambda v, n: v.ratio == 0.5 and n == "resnet50", lambda v, n: v.ratio == 0.25 and n == "resnet50",
-                     lambda v, n: v.ratio == 0.5, lambda v, n: v.ratio == 0.25, lambda v, n: True):  # fmt: skip
+        for tier in (lambda v, n: v.ratio == first and n == "resnet50", lambda v, n: v.ratio == second and n == "resnet50",
+                     lambda v, n: v.ratio == first, lambda v, n: v.ratio == second, lambda v, n: True):  # fmt: skip
             for name, entry in self.models.items():
                 for v in entry["variants"]:
                     if tier(v, name) and (name, v) not in order:
@@ -583,9 +586,12 @@ class Suite:
             f"after {a.warmup} warm-up calls; budget {a.budget_s:.0f} s (imports took {T_IMPORT:.1f} s)")  # fmt: skip
         if s.backend == "inductor":
             try:  # start Inductor's compile workers now, while the eager rows run
+                import torch._inductor.config as inductor_config
                 from torch._inductor.async_compile import AsyncCompile
 
                 AsyncCompile.warm_pool()
+                log(f"Inductor: {inductor_config.compile_threads} compile threads, fx graph cache "
+                    f"{inductor_config.fx_graph_cache}, worker pool warming up")  # fmt: skip
             except Exception as e:  # noqa: BLE001
                 log(f"note: could not warm Inductor's worker pool ({type(e).__name__})")
         # 1. eager: prune and time, model by model
@@ -710,6 +716,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="bfloat16 (smoke: float32; bf16 convolutions on a CPU without bf16 units are ~30x slower)")
     ap.add_argument("--compile-backend", default=None, help="torch.compile backend (inductor; smoke: eager)")
     ap.add_argument("--no-compile", dest="compile", action="store_false")
+    ap.add_argument("--compile-first", type=float, default=0.5, choices=(0.5, 0.25),
+                    help="the ratio whose compiled rows come first, resnet50's before the others' (0.5)")
     ap.add_argument("--compile-limit", type=int, default=None,
                     help="compile at most this many pruned models, by priority (default: as the budget allows; smoke 2)")
     ap.add_argument("--no-tp", dest="tp", action="store_false", help="leave Torch-Pruning out")
