@@ -140,15 +140,16 @@ class Budget:
     def estimate(self, kind: str, *fallbacks: str) -> float:
         for k in (kind, *fallbacks):
             if k in self.seen:
-                return self.seen[k] * 1.25
+                return self.seen[k]
         return self.defaults.get(kind.split(":")[0], 10.0)
 
     def fits(self, kind: str, *fallbacks: str) -> bool:
         return self.estimate(kind, *fallbacks) <= self.left()
 
-    def took(self, kind: str, seconds: float) -> None:
+    def took(self, kind: str, seconds: float, margin: float = 1.25) -> None:
+        """``kind`` took ``seconds``: the next one is estimated at the most seen, times ``margin``."""
         for k in (kind, kind.split(":")[0]):
-            self.seen[k] = max(self.seen.get(k, 0.0), seconds)
+            self.seen[k] = max(self.seen.get(k, 0.0), seconds * margin)
 
 
 # -- the device -------------------------------------------------------------------------------
@@ -429,9 +430,14 @@ class Suite:
             self.skip(f"{name}: {v.label} {backend} (timing)", "budget", model=name)
             return
         t = time.perf_counter()
-        with self.phases(f"time: {backend}"):
-            base_r, small_r = models_ms([base_fn, fn], (entry["x"],), rounds=a.rounds, iters=a.iters, warmup=a.warmup,
-                                        round_warmup=1)  # fmt: skip
+        try:
+            with self.phases(f"time: {backend}"):
+                base_r, small_r = models_ms([base_fn, fn], (entry["x"],), rounds=a.rounds, iters=a.iters,
+                                            warmup=a.warmup, round_warmup=1)  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - one failure costs its row only
+            traceback.print_exc()
+            self.skip(f"{name}: {v.label} {backend} (timing)", f"failed: {type(e).__name__}: {e}"[:300], model=name)
+            return
         self.budget.took(kind, time.perf_counter() - t)
         b, p = spread(base_r), spread(small_r)
         speed, macs_x = b["median"] / p["median"], entry["macs"] / v.macs
@@ -464,11 +470,16 @@ class Suite:
             return True
         if (name, key) in self.not_compiled:
             return False
-        if not self.budget.fits(f"compile:{name}", "compile"):
+        # the first compile of the process also pays one-time costs (importing Inductor and
+        # Triton, starting the compile workers): it sets the estimate only until a later
+        # compile is seen, and without a margin
+        est = ("compile:" + name, "compile", "compile-first")
+        if not self.budget.fits(*est):
             self.not_compiled.add((name, key))
-            self.skip(f"{name}: {key} compiled ({self.s.backend})", f"budget (estimated {self.budget.estimate(f'compile:{name}', 'compile'):.0f} s, "
+            self.skip(f"{name}: {key} compiled ({self.s.backend})", f"budget (estimated {self.budget.estimate(*est):.0f} s, "
                       f"{self.budget.left():.0f} s left)", model=name)  # fmt: skip
             return False
+        first = "compile-first" not in self.budget.seen
         t = time.perf_counter()
         try:
             with self.phases(f"compile: {self.s.backend}"), torch.no_grad():
@@ -481,7 +492,10 @@ class Suite:
             self.skip(f"{name}: {key} compiled ({self.s.backend})", f"failed: {type(e).__name__}: {e}"[:300], model=name)
             return False
         dt = time.perf_counter() - t
-        self.budget.took(f"compile:{name}", dt)
+        if first:
+            self.budget.took("compile-first", dt, margin=1.0)
+        else:
+            self.budget.took(f"compile:{name}", dt)
         entry["compiled"][key], entry["compiled"][f"{key} s"] = fn, round(dt, 1)
         log(f"{name}: compiled {key} ({self.s.backend}) in {dt:.1f} s")
         return True
@@ -596,7 +610,13 @@ class Suite:
                 log(f"note: could not warm Inductor's worker pool ({type(e).__name__})")
         # 1. eager: prune and time, model by model
         for name in a.models:
-            if not self.prepare(name):
+            try:
+                if not self.prepare(name):
+                    continue
+            except Exception as e:  # noqa: BLE001 - the original itself failed: the next model
+                traceback.print_exc()
+                self.skip(f"{name}: every row", f"failed: {type(e).__name__}: {e}"[:300], model=name)
+                self.models.pop(name, None)
                 continue
             for v in self.models[name]["variants"]:
                 self.time_pair(name, v, "eager")

@@ -117,9 +117,12 @@ def test_budget_estimates_from_what_steps_took():
     import gpu_suite
 
     b = gpu_suite.Budget(1e9, {"compile": 60.0})
-    assert b.estimate("compile:resnet50", "compile") == 60.0  # nothing seen yet: the default
+    est = ("compile:resnet50", "compile", "compile-first")
+    assert b.estimate(*est) == 60.0  # nothing seen yet: the default
+    b.took("compile-first", 40.0, margin=1.0)  # the first compile, one-time costs included
+    assert b.estimate(*est) == 40.0
     b.took("compile:resnet50", 20.0)
-    assert b.estimate("compile:resnet50", "compile") == 25.0  # the most seen, with a margin
-    assert b.estimate("compile:vit_b_16", "compile") == 25.0  # another model: any compile seen
+    assert b.estimate(*est) == 25.0  # the most seen after the first, with a margin
+    assert b.estimate("compile:vit_b_16", "compile", "compile-first") == 25.0  # another model: any compile seen
     b.deadline = gpu_suite.elapsed() + 10
-    assert not b.fits("compile:resnet50", "compile")
+    assert not b.fits(*est)
