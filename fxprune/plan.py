@@ -487,6 +487,15 @@ def _search(gm: fx.GraphModule, plan_at: Any, kind: str, target: float, example_
             break
         lo, hi = (mid, hi) if got < target else (lo, mid)
     best.meta.update({kind: best_got, "target": target})
+    if abs(best_got - target) > tol * target:
+        import warnings
+
+        warnings.warn(
+            f"fxprune.make_plan: {kind}={target} reached only {best_got:.3f}x, outside the {tol:.0%} tolerance: "
+            "the kept counts move in coarse steps here (narrow groups, round_to, or isomorphic ranking, which "
+            "takes one ratio per kind of group); the closest plan is used",
+            stacklevel=3,
+        )
     return best
 
 
