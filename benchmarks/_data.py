@@ -96,16 +96,18 @@ def _cifar10_blobs() -> dict[str, tuple[list[bytes], np.ndarray]]:
 def _decode(blobs: list[bytes], decoder: str) -> np.ndarray:
     """uint8 (N, 32, 32, 3) from JPEG bytes, with Pillow or torchvision.io.decode_jpeg (one C++
     call for the whole list, ~3x faster; the same libjpeg-turbo, bit-identical on this copy)."""
-    if decoder == "torchvision":
+    if decoder == "torchvision" and blobs:
         try:
             import torch
             from torchvision.io import ImageReadMode, decode_jpeg
-        except ImportError:
+
+            images = decode_jpeg([torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs],
+                                 mode=ImageReadMode.RGB)  # fmt: skip
+            return torch.stack(images).permute(0, 2, 3, 1).contiguous().numpy()
+        except Exception:  # noqa: BLE001 - no torchvision, or its decoder failed: Pillow below
             decoder = "pil"
-        else:
-            tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
-            images = decode_jpeg(tensors, mode=ImageReadMode.RGB)
-            return torch.stack(images).permute(0, 2, 3, 1).numpy() if images else np.zeros((0, 32, 32, 3), np.uint8)
+    if decoder == "torchvision":
+        decoder = "pil"
     if decoder != "pil":
         raise ValueError(f"decoder must be 'pil' or 'torchvision', got {decoder!r}")
     try:

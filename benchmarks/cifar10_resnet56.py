@@ -28,6 +28,11 @@ Two recipes:
   still running then stops (the row says "truncated"). ``reg`` is scaled so that
   ``reg * sum(lr)`` over the sparse-learning phase equals the paper's (2.5e-4 over 100 epochs of
   lr 0.01 at batch 128, decayed x0.1 at 60%/80%): the same total group shrinkage in fewer steps.
+  The clock starts when ``main()`` does (after the Python imports). No ``torch.compile`` unless
+  ``--compile``: every pruned model has new shapes and would compile again (tens of seconds each
+  of a 320 s budget), while eager bf16 channels_last needs no warm-up; cuDNN autotunes only the
+  unpruned model's few conv shapes. fxprune prunes and analyses on the device, and on a CPU copy
+  if that raises there (the row's schedule names the error under "cpu_fallback").
 * ``--recipe classic`` (``--quick`` uses it): after Torch-Pruning's CIFAR benchmark: fp32,
   batch 128, SGD momentum 0.9; training lr 0.1, weight decay 5e-4, decay x0.1 at 60%/75%/90% of
   the epochs (plus a 1-epoch linear warm-up); sparse learning lr 0.01, no weight decay, decay
@@ -40,8 +45,8 @@ row). ``--reg`` is fxprune's ``reg``; torch_pruning's ``reg`` is twice it (its u
 a layer) until the target, as its CIFAR benchmark does; fxprune keeps at least 10% of every
 group under global ranking.
 
-    python benchmarks/cifar10_resnet56.py --device cuda --out runs/cifar   # GPU, 320 s in all
-    python benchmarks/cifar10_resnet56.py --smoke --out /tmp/smoke         # CPU, the same code, seconds
+    python benchmarks/cifar10_resnet56.py --gpu --out runs/cifar           # GPU, 320 s in all
+    python benchmarks/cifar10_resnet56.py --smoke --out /tmp/smoke         # CPU, the same code, ~20 s
     python benchmarks/cifar10_resnet56.py --quick                          # CPU, classic recipe, minutes
     python benchmarks/cifar10_resnet56.py --recipe classic --device cuda --ablation \\
         --base-ckpt runs/resnet56_base.pt                                  # the paper's 200/100/100 epochs
@@ -80,6 +85,39 @@ from _data import (  # noqa: E402
     stratified_subset,
 )
 
+
+def _import_fxprune_from_checkout() -> None:
+    """fxprune from this checkout where it is not installed (as benchmarks/gpu_suite.py does):
+    setup.cfg installs the top-level folder ``passes/`` as ``fxprune.passes``; without the
+    install, the package is loaded with that folder mapped the same way."""
+    import importlib.util
+
+    try:
+        import fxprune  # noqa: F401 - installed: nothing to do
+        return
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("fxprune"):
+            raise
+    for k in [k for k in sys.modules if k == "fxprune" or k.startswith("fxprune.")]:
+        del sys.modules[k]  # the half-done import above
+    root = Path(__file__).resolve().parents[1]
+
+    def load(name: str, folder: Path) -> tuple[Any, Any]:
+        spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])  # fmt: skip
+        mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[name] = mod
+        return spec, mod
+
+    spec, pkg = load("fxprune", root / "fxprune")
+    pspec, passes = load("fxprune.passes", root / "passes")
+    pkg.passes = passes
+    pspec.loader.exec_module(passes)
+    spec.loader.exec_module(pkg)
+    print(f"fxprune is not installed: imported from {root} (passes/ as fxprune.passes)", flush=True)
+
+
+_import_fxprune_from_checkout()
 import fxprune  # noqa: E402
 
 # The paper's sparse-learning phase (Torch-Pruning's CIFAR benchmark): 100 epochs of 390 steps
