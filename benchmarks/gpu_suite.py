@@ -37,20 +37,27 @@ original, then ``round_to=8`` 0.5, ``auto`` 0.5, Torch-Pruning 0.5, then 0.25), 
 mobilenet_v2 and vit_b_16 at 0.5, then their 0.25 rows and the ratio-0 rows. Inductor
 compiles are the expensive steps (tens of seconds each, on a cold cache).
 
-``--smoke``: the same code paths on the CPU with tiny sizes (batch 2, 64x64, a 2-layer ViT of
-the same class, resnet50 and mobilenet_v2 as they are, few iterations), and the compiled rows
-through ``torch.compile(backend="eager")`` (Dynamo without Inductor's code generation, which
-takes about 20 s per model on a 2-core CPU); it finishes well under a minute.
+Lowest priority, after the compiled rows: a random-weight HF ``LlamaForCausalLM`` (bf16, sdpa
+attention, ``use_cache=False``, about 0.45B parameters), its prefill of 1x2048 tokens, eager,
+against fxprune's pruned graphs at 0.25 and 0.5 (``round_to=8``); the graph is fxprune's
+torch.export capture, frozen to that input shape, which a fixed-shape prefill needs. Decode
+tokens/s with ``generate()`` is left out: it needs fxprune to return the user's own module
+class (``output="module"``, another issue, not landed), and the log says so.
 
-Not here: the Llama-style decoder row of issue 20. Prefill could be timed on a graph captured
-for one shape, but decode tokens/s with ``generate()`` needs fxprune to return the user's own
-module class (``output="module"``, another issue, not landed), and the prefill row alone is
-left for then too (its export capture of a HF model is the slowest and least predictable step
-for a fixed budget).
+``--smoke``: the same code paths on the CPU with tiny sizes (batch 2, 64x64, float32 since bf16
+convolutions on a CPU without bf16 units are ~30x slower, one thread, a 2-layer ViT of the
+same class, resnet50 and mobilenet_v2 as they are, a 2-layer Llama at 32 tokens, few
+iterations, ``round_to="auto"``'s channel step preset in the cache), and two compiled models
+through ``torch.compile(backend="eager")`` (Dynamo without Inductor's code generation, which
+takes 20-50 s per model on a 2-core CPU); about 30 s on 2 quiet cores.
+
+fxprune need not be installed: where it is not (the GPU machine), it is imported from this
+checkout.
 
 Usage (repository root):
     python benchmarks/gpu_suite.py --out DIR [--budget-s 190] [--models resnet50 ...]
-        [--no-compile] [--no-tp] [--rounds 7] [--iters 10] [--plot DIR/gpu_latency.png]
+        [--no-compile] [--compile-first 0.5|0.25] [--no-tp] [--no-llama] [--cudnn-benchmark]
+        [--rounds 7] [--iters 10] [--warmup 5] [--plot DIR/gpu_latency.png]
     python benchmarks/gpu_suite.py --smoke --out DIR
     python benchmarks/gpu_suite.py --plot-rows DIR/latency_rows.jsonl --plot out.png
 """
@@ -772,6 +779,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--compile-limit", type=int, default=None,
                     help="compile at most this many pruned models, by priority (default: as the budget allows; smoke 2)")
     ap.add_argument("--no-tp", dest="tp", action="store_false", help="leave Torch-Pruning out")
+    ap.add_argument("--cudnn-benchmark", action="store_true",
+                    help="torch.backends.cudnn.benchmark = True (default: torch's default, False)")
     ap.add_argument("--no-llama", dest="llama", action="store_false", help="leave the Llama prefill rows out")
     ap.add_argument("--llama-layers", type=int, default=32, help="decoder layers (32: about 0.45B parameters)")
     ap.add_argument("--llama-tokens", type=int, default=None, help="prefill length (2048; smoke 32)")
@@ -798,6 +807,8 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(a.device or dflt("cuda", "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error("no CUDA device: run with --smoke (CPU), or --device cpu")
+    if a.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
     if a.threads or smoke:
         torch.set_num_threads(a.threads or 1)
     warnings.filterwarnings("ignore")
