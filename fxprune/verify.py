@@ -82,7 +82,7 @@ def mask(gm: fx.GraphModule, plan: Plan) -> fx.GraphModule:
                 if kept is not None:
                     drop = torch.ones(p.shape[d], dtype=torch.bool)
                     drop[kept] = False
-                    p.index_fill_(d, drop.nonzero().flatten(), 0.0)
+                    p.index_fill_(d, drop.nonzero().flatten().to(p.device), 0.0)
     return out
 
 

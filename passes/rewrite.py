@@ -337,7 +337,9 @@ def _slice(t: torch.Tensor, kept: list[torch.Tensor | None]) -> torch.Tensor:
     """``t`` with only the ``kept`` positions of each dim (None: the whole dim), as a new tensor.
     A kernel pruned in both channel dims (``out, in, *window``) is gathered in one pass over
     ``(out * in)`` rows of its window, which was 2-3x faster than two index_selects for 3x3
-    convs; everything else is one index_select per pruned dim."""
+    convs; everything else is one index_select per pruned dim. The positions live on the CPU;
+    they move to the tensor's device (a model on a GPU is sliced there)."""
+    kept = [k if k is None or k.device == t.device else k.to(t.device) for k in kept]
     if (t.dim() > 2 and kept[0] is not None and kept[1] is not None and all(k is None for k in kept[2:])
             and t.is_contiguous() and math.prod(t.shape[2:]) > 1):  # fmt: skip
         o, i = kept[0], kept[1]
