@@ -584,8 +584,11 @@ class Suite:
                 dims = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                             intermediate_size=128, vocab_size=1000)  # fmt: skip
             else:
+                # full multi-head attention: on CUDA, transformers calls SDPA with enable_gqa for
+                # grouped-query attention, which torch 2.11's flop counter rejects ("query/key/value
+                # shapes are incompatible", the first GPU run), so MACs could not be counted
                 dims = dict(hidden_size=1024, num_hidden_layers=a.llama_layers, num_attention_heads=16,
-                            num_key_value_heads=8, intermediate_size=2816, vocab_size=32000)  # fmt: skip
+                            num_key_value_heads=16, intermediate_size=2816, vocab_size=32000)  # fmt: skip
             tokens = a.llama_tokens or (32 if s.smoke else 2048)
             cfg = tr.LlamaConfig(**dims, max_position_embeddings=max(4096, tokens), use_cache=False,
                                  attn_implementation="sdpa")  # fmt: skip
