@@ -457,10 +457,37 @@ class Suite:
                 f"{entry['params'] / v.params:.2f}x fewer params{extra}")  # fmt: skip
         return True
 
+    def graphed(self, name: str, key: str, module: nn.Module) -> Any:
+        """``module`` at the model's input captured in one CUDA graph and replayed: the eager
+        kernels without Python and launch overhead (a launch cost tens of microseconds on the
+        lent machine, so at batch 64 eager timings were launch-bound). Cached per model."""
+        cache = self.models[name].setdefault("graphs", {})
+        if key not in cache:
+            x = self.models[name]["x"]
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.no_grad(), torch.cuda.stream(side):
+                for _ in range(3):
+                    module(x)
+            torch.cuda.current_stream().wait_stream(side)
+            g = torch.cuda.CUDAGraph()
+            with torch.no_grad(), torch.cuda.graph(g):
+                module(x)
+            cache[key] = lambda _x, g=g: g.replay()
+        return cache[key]
+
     def time_pair(self, name: str, v: Variant, backend: str) -> None:
         entry, a = self.models[name], self.args
-        base_fn = entry["base"] if backend == "eager" else entry["compiled"].get("base")
-        fn = v.model if backend == "eager" else entry["compiled"].get(v.label)
+        if backend == "cudagraph":
+            try:
+                base_fn, fn = self.graphed(name, "base", entry["base"]), self.graphed(name, v.label, v.model)
+            except Exception as e:  # noqa: BLE001 - one failure costs its row only
+                traceback.print_exc()
+                self.skip(f"{name}: {v.label} cudagraph (capture)", f"failed: {type(e).__name__}: {e}"[:300], model=name)
+                return
+        else:
+            base_fn = entry["base"] if backend == "eager" else entry["compiled"].get("base")
+            fn = v.model if backend == "eager" else entry["compiled"].get(v.label)
         kind = f"time:{name}"
         if base_fn is None or fn is None:
             return
@@ -481,7 +508,7 @@ class Suite:
         speed, macs_x = b["median"] / p["median"], entry["macs"] / v.macs
         row = {
             "type": "row", "model": name, "method": v.method, "ratio": v.ratio, "round_to": v.round_to,
-            "backend": "eager" if backend == "eager" else ("inductor" if self.s.backend == "inductor" else f"compile:{self.s.backend}"),
+            "backend": backend if backend in ("eager", "cudagraph") else ("inductor" if self.s.backend == "inductor" else f"compile:{self.s.backend}"),
             "batch": entry["batch"], "size": entry["size"], "input": entry["input"],
             "dtype": str(self.s.dtype).replace("torch.", ""), "memory_format": "channels_last" if entry["cnn"] else "contiguous",
             "macs": v.macs // entry["batch"], "base_macs": entry["macs"] // entry["batch"], "params": v.params,
@@ -489,7 +516,7 @@ class Suite:
             "speedup_over_macs_x": speed / macs_x,
             "pruned_faster_in": sum(y < x for x, y in zip(base_r, small_r)) / len(base_r),
             "rounds": a.rounds, "iters": a.iters, "prune_s": round(v.prune_s, 2),
-            "compile_s": entry["compiled"].get(f"{v.label} s") if backend != "eager" else None,
+            "compile_s": entry["compiled"].get(f"{v.label} s") if backend not in ("eager", "cudagraph") else None,
             "same_widths_as_original": v.widths == widths_of(entry["base"]),
             **({"round_to_auto": v.info} if v.round_to == "auto" else {}),
             **({"torch_pruning": v.info} if v.method == "torch-pruning" else {}),
@@ -661,6 +688,11 @@ class Suite:
                 continue
             for v in self.models[name]["variants"]:
                 self.time_pair(name, v, "eager")
+            if a.cuda_graphs and self.s.device.type == "cuda":
+                for v in self.models[name]["variants"]:
+                    self.time_pair(name, v, "cudagraph")
+        if a.cuda_graphs and self.s.device.type != "cuda":
+            log("cudagraph rows: left out (CUDA graphs need a CUDA device)")
         # 2. compiled, by priority, while the budget lasts
         if a.compile:
             self.compiled_rows()
@@ -775,6 +807,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=None, help="untimed calls of each model first (5; smoke 1)")
     ap.add_argument("--dtype", choices=("bfloat16", "float32"), default=None,
                     help="bfloat16 (smoke: float32; bf16 convolutions on a CPU without bf16 units are ~30x slower)")
+    ap.add_argument("--cuda-graphs", action="store_true",
+                    help="also time each eager pair replayed from CUDA graphs (no launch overhead)")
     ap.add_argument("--compile-backend", default=None, help="torch.compile backend (inductor; smoke: eager)")
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--compile-first", type=float, default=0.5, choices=(0.5, 0.25),
