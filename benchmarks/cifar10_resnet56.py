@@ -579,23 +579,13 @@ class Bench:
             pruner = self.tp_pruner(mm)
             c["tp_setup"] = time.perf_counter() - t
             c["sl_tp_step"], _ = self._time_steps(mm, "sl", lambda: pruner.regularize(mm, alpha=2**a.alpha))
-            mm.eval()
-            pruner.step()  # the first step builds Torch-Pruning's caches: not timed
+            # the whole progressive prune, once, on the throw-away copy: estimates from a few
+            # steps were 8x (first GPU run) and 11x (second) too high and left the base no time
+            if not self.base_macs:  # MACs depend on the architecture only (set again after training)
+                self.base_macs = fxprune.count_macs(init, (self.example,))
             t = time.perf_counter()
-            iters = 3
-            for _ in range(iters):
-                pruner.step()
-            step_s = (time.perf_counter() - t) / iters
-            t = time.perf_counter()
-            fxprune.count_macs(mm, (self.example,))
-            macs_s = time.perf_counter() - t
-            # progressive pruning to s x MACs: about 1 - 1/sqrt(s) of the --tp-steps steps, +25%;
-            # tp_prune_to counts MACs every `stride` steps below 85% of the target, then every
-            # step (the first GPU run's estimate, 3 steps each with a MAC count, was 8x too high)
-            est = math.ceil(1.25 * (1 - a.speedup**-0.5) * a.tp_steps)
-            stride = max(1, a.tp_steps // 40)
-            counts = est / stride + 0.25 * est
-            c["tp_prune"] = est * step_s + counts * macs_s
+            self.tp_prune_to(mm, pruner, a.speedup)
+            c["tp_prune"] = time.perf_counter() - t
 
         guard("evaluation", evaluate)
         guard("sparse learning fxprune", sl_fx)
