@@ -127,6 +127,21 @@ def multi_head_attention(
     q = F.linear(query, w_q, b_q).reshape(L, B * h, d).transpose(0, 1)
     k = F.linear(key, w_k, b_k).reshape(S, B * h, d).transpose(0, 1)
     v = F.linear(value, w_v, b_v).reshape(S, B * h, d).transpose(0, 1)
+    if not need_weights:
+        # no weights to return: the fused kernel (flash / memory-efficient on a GPU). The
+        # explicit softmax below materializes B*h*L*S scores, and on an H200 it made a pruned
+        # ViT-B/16 slower than the original despite 1.6x fewer MACs
+        causal = is_causal and attn_mask is None  # as below: an attn_mask given wins over is_causal
+        if causal and key_padding_mask is not None:  # SDPA takes one or the other: make the causal mask
+            attn_mask, causal = torch.ones(L, S, dtype=torch.bool, device=query.device).triu(1), False
+        out = F.scaled_dot_product_attention(
+            q.view(B, h, L, d), k.view(B, h, S, d), v.view(B, h, S, d),
+            attn_mask=_additive_mask(attn_mask, key_padding_mask, B, h, L, S, q.dtype),
+            dropout_p=dropout_p if training else 0.0, is_causal=causal, scale=scale,
+        )  # fmt: skip
+        out = out.permute(2, 0, 1, 3).reshape(L, B, h * d)
+        out = F.linear(out, out_proj_weight, out_proj_bias)
+        return (out.squeeze(1) if not batched else out), None
     scores = torch.bmm(q * scale, k.transpose(1, 2)).view(B, h, L, S)
     if attn_mask is not None:
         if attn_mask.dtype == torch.bool:
@@ -153,6 +168,22 @@ def multi_head_attention(
         if not batched:
             weights = weights.squeeze(0)
     return out, weights
+
+
+def _additive_mask(attn_mask: Optional[Tensor], key_padding_mask: Optional[Tensor], B: int, h: int, L: int, S: int,
+                   dtype: torch.dtype) -> Optional[Tensor]:  # fmt: skip
+    """``nn.MultiheadAttention``'s masks (bool: True is masked out; float: added) as one float
+    mask to add to the scores, broadcastable to (B, h, L, S), or None."""
+    def additive(m: Tensor) -> Tensor:
+        return torch.zeros(m.shape, dtype=dtype, device=m.device).masked_fill(m, float("-inf")) if m.dtype == torch.bool else m.to(dtype)
+
+    out = None
+    if attn_mask is not None:
+        out = additive(attn_mask.view(B, h, L, S) if attn_mask.dim() == 3 else attn_mask)
+    if key_padding_mask is not None:
+        kpm = additive(key_padding_mask.view(B, 1, 1, S))
+        out = kpm if out is None else out + kpm
+    return out
 
 
 def multi_head_attention_forward(

@@ -399,6 +399,28 @@ def _register_mha_flops() -> None:
 _register_mha_flops()
 
 
+def _register_cpu_sdpa_flops() -> None:
+    """On the CPU, ``F.scaled_dot_product_attention`` runs
+    ``aten._scaled_dot_product_flash_attention_for_cpu``, which ``torch.utils.flop_counter``
+    does not count (it knows the CUDA kernels), so ``count_macs`` of a model using SDPA missed
+    its attention on the CPU. Counted like the CUDA kernels: the two products q k^T and
+    p v, 2 FLOPs per multiply-accumulate."""
+    from torch.utils.flop_counter import flop_registry, register_flop_formula
+
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is None or op in flop_registry:
+        return
+
+    @register_flop_formula(op)
+    def _cpu_sdpa_flop(q: Any, k: Any, v: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+        batch = math.prod(q[:-2])
+        lq, d, sk, dv = q[-2], q[-1], k[-2], v[-1]
+        return 2 * batch * (lq * sk * d + lq * sk * dv)
+
+
+_register_cpu_sdpa_flops()
+
+
 def register_rewrites() -> None:
     """Rewrite hooks and module updates; called once at the end of ``passes/rewrite.py``
     (importing it from here, during the rules' import, would be circular)."""

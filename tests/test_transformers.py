@@ -386,3 +386,30 @@ def test_macs_of_the_multihead_attention_fast_path_are_counted():
     native = fxprune.count_macs(Call(mha), (x,))
     explicit = fxprune.count_macs(Call(PrunedMultiheadAttention.from_module(mha, 4, 16)), (x,))
     assert native == explicit == 2 * (10 * 64 * 64 * 4 + 2 * 10 * 10 * 64)
+
+
+@pytest.mark.parametrize("masks", ["none", "bool", "padding", "float+padding", "causal"])
+def test_pruned_mha_fused_path_equals_the_library_module(masks):
+    """Without attention weights PrunedMultiheadAttention runs the fused SDPA kernel (the
+    explicit softmax was slower than the original on a GPU); both paths give nn.MultiheadAttention's
+    output under every mask kind."""
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(32, 4, batch_first=True).eval()
+    p = PrunedMultiheadAttention.from_module(mha, 4, 8)
+    x = torch.randn(3, 7, 32)
+    kpm = torch.zeros(3, 7, dtype=torch.bool)
+    kpm[:, -1] = True
+    bool_mask = torch.rand(7, 7, generator=torch.Generator().manual_seed(1)) > 0.7
+    bool_mask.fill_diagonal_(False)
+    kw = {
+        "none": {}, "bool": {"attn_mask": bool_mask}, "padding": {"key_padding_mask": kpm},
+        "float+padding": {"attn_mask": torch.randn(7, 7), "key_padding_mask": kpm.float() * -1e9},
+        "causal": {"attn_mask": torch.ones(7, 7, dtype=torch.bool).triu(1), "is_causal": True},
+    }[masks]  # fmt: skip
+    with torch.no_grad():
+        want = mha(x, x, x, need_weights=False, **kw)[0]
+        fused = p(x, x, x, need_weights=False, **kw)[0]
+        explicit, weights = p(x, x, x, need_weights=True, **kw)
+    torch.testing.assert_close(fused, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(explicit, want, rtol=1e-5, atol=1e-5)
+    assert weights is not None and weights.shape == (3, 7, 7)
