@@ -13,7 +13,7 @@ from . import (
     dynamo,
     plots,  # noqa: E402 - matplotlib is imported only when a plot is drawn
 )
-from .api import analyze, compile
+from .api import analyze, compile, sparsify
 from .capture import capture
 from .depth import block_scores, linear_cka
 from .dynamo import backend
@@ -24,7 +24,7 @@ from .passes.blocks import Block, find_blocks, remove_blocks
 from .passes.dependency import propagate
 from .passes.rewrite import register_module_update, register_rewrite, rewrite
 from .passes.rules import register_method, register_module, register_rule
-from .passes.sparsify import SparsifyHandle, sparsify
+from .passes.sparsify import SparsifyHandle
 from .plan import Group, Plan, choose, make_plan
 from .report import Report, count_macs, count_params, latency_ms
 from .verify import VerifyResult, mask, verify

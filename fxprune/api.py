@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -14,11 +15,13 @@ from .importance import Criterion, get_criterion
 from .passes.dependency import analyze as _analyze
 from .passes.keys import ANALYSIS, INPUTS, REPORT
 from .passes.rewrite import rewrite
+from .passes.sparsify import SparsifyHandle, check_options
+from .passes.sparsify import sparsify as _sparsify
 from .plan import _check_ratio, choose, make_plan
 from .report import make_report
 from .verify import verify as _verify
 
-__all__ = ["compile", "analyze"]
+__all__ = ["compile", "analyze", "sparsify"]
 
 
 def _shapes_only(inputs: tuple) -> tuple:
@@ -203,3 +206,39 @@ def compile(
     if verify:
         report.verification = _verify(gm, out, inputs, plan=plan)
     return out
+
+
+def sparsify(
+    model: nn.Module,
+    example_inputs: Any,
+    reg: float = 1e-4,
+    alpha: float = 4.0,
+    scope: str = "full",
+    refresh_every: int = 1,
+    exact: bool = False,
+    *,
+    example_kwargs: Mapping[str, Any] | None = None,
+) -> SparsifyHandle:
+    """Group sparse learning (DepGraph Eq. 4-5) on ``model``, in place, through gradient hooks:
+    a deep copy is captured and analyzed on ``example_inputs`` (a tensor, a tuple or a dict of
+    keyword arguments), then ``fxprune.passes.sparsify.sparsify`` installs the hooks on
+    ``model``'s own parameters. Its docstring has the regularizer's formula, the options
+    (``reg``, ``alpha``, ``scope``, ``refresh_every``, ``exact``) and the DDP and AMP notes.
+
+    Example:
+        >>> handle = fxprune.sparsify(model, torch.randn(1, 3, 224, 224), reg=1e-4)
+        >>> ...  # train with any optimizer
+        >>> handle.remove()
+        >>> small = fxprune.compile(model, 0.5, example_inputs=x)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fxprune.sparsify expects a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module  # hooks go on the bare module's parameters (see the DDP note)
+    check_options(reg, alpha, scope, refresh_every)  # bad input costs nothing
+    if isinstance(model, fx.GraphModule) and ANALYSIS in model.meta:
+        analysis = model.meta[ANALYSIS]  # already analyzed: read it, touch nothing
+    else:
+        target = copy.deepcopy(model) if isinstance(model, fx.GraphModule) else model  # analyze copies others
+        analysis = analyze(target, example_inputs, example_kwargs=example_kwargs).meta[ANALYSIS]
+    return _sparsify(model, analysis, reg=reg, alpha=alpha, scope=scope, refresh_every=refresh_every, exact=exact)

@@ -211,14 +211,13 @@ def _mha_rule(ctx: Ctx, result: Any) -> Any:
 
 
 def _register_mha() -> None:
-    from fxprune.modules import PrunedMultiheadAttention
+    from .modules import PrunedMultiheadAttention
 
     register_module("mha", nn.MultiheadAttention, PrunedMultiheadAttention)(_mha)
 
 
 def _register_mha_update() -> None:
-    from fxprune.modules import PrunedMultiheadAttention
-
+    from .modules import PrunedMultiheadAttention
     from .rewrite import register_module_update
 
     @register_module_update(nn.MultiheadAttention, PrunedMultiheadAttention)
@@ -265,7 +264,7 @@ def _register_torchvision_swin() -> None:
         from torchvision.models import swin_transformer as sw
     except ImportError:
         return
-    from fxprune import modules as fm
+    from . import modules as fm
 
     @register_rule("relative_position_bias", sw._get_relative_position_bias)
     def _rel_bias(ctx: Ctx, relative_position_bias_table: Val, relative_position_index: Val, window_size: Any) -> Any:
@@ -328,8 +327,7 @@ def _register_swin_rewrite() -> None:
         import torchvision.models.swin_transformer  # noqa: F401
     except ImportError:
         return
-    from fxprune import modules as fm
-
+    from . import modules as fm
     from .rewrite import register_rewrite
 
     @register_rewrite("shifted_window_attention")
@@ -352,8 +350,7 @@ def _register_swin_rewrite() -> None:
 
 
 def _register_mha_functional_rewrite() -> None:
-    from fxprune import modules as fm
-
+    from . import modules as fm
     from .rewrite import register_rewrite
 
     names = list(inspect.signature(F.multi_head_attention_forward).parameters)

@@ -20,7 +20,6 @@ not differentiated through), which is how the paper and Torch-Pruning use it.
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 import threading
@@ -304,9 +303,23 @@ class SparsifyHandle:
         return torch.addcmul(grad, w, coef, value=2.0 * self._reg)
 
 
+def check_options(reg: float, alpha: float, scope: str, refresh_every: int) -> tuple[float, float]:
+    """Validate ``sparsify``'s options before any work; returns ``(reg, alpha)`` as floats."""
+    reg = _check_number("reg", reg, "it is the strength of the group regularizer")
+    alpha = _check_number("alpha", alpha, "gamma spans [1, 2**alpha] within each group")
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; choose one of {SCOPES}")
+    if isinstance(refresh_every, bool) or not isinstance(refresh_every, int) or refresh_every < 0:
+        raise ValueError(
+            f"refresh_every must be an int >= 0, got {refresh_every!r}: gamma is recomputed every "
+            "refresh_every backward passes (0: only when you call handle.refresh())"
+        )
+    return reg, alpha
+
+
 def sparsify(
     model: nn.Module,
-    example_inputs: Any,
+    analysis: Any,
     reg: float = 1e-4,
     alpha: float = 4.0,
     scope: str = "full",
@@ -332,11 +345,13 @@ def sparsify(
     ``grad + 2 * reg * coef * w``, where ``coef`` is gamma broadcast along the parameter's
     grouped dims (positions outside a class get 0; the out and in dims of a conv weight add).
     Weights, structure, modes and state_dict are never touched, so any optimizer works (with
-    decoupled weight decay the two simply add). The model is analyzed on a deep copy.
+    decoupled weight decay the two simply add).
 
     Args:
         model: the module being trained (not wrapped: see DDP below).
-        example_inputs: a tensor or tuple of positional arguments the model runs on.
+        analysis: the model's ``Analysis`` (or an analyzed GraphModule of it); the parameter
+            FQNs it names must be the model's. ``fxprune.sparsify(model, example_inputs, ...)``
+            captures and analyzes the model (a copy) and calls this.
         reg: regularization strength, >= 0 (``handle.reg`` may be changed later).
         alpha: gamma spans ``[1, 2**alpha]`` within each group; 0 gives plain group L2.
         scope: "full" (every member parameter: convs, linears, norm affines, biases),
@@ -366,26 +381,16 @@ def sparsify(
         >>> handle.remove()
         >>> small = fxprune.compile(model, 0.5, example_inputs=x)
     """
-    from ..api import analyze  # noqa: PLC0415 - fxprune.api imports the passes
-
     if not isinstance(model, nn.Module):
         raise TypeError(f"fxprune.sparsify expects a torch.nn.Module, got {type(model).__name__}")
     if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         model = model.module
-    reg = _check_number("reg", reg, "it is the strength of the group regularizer")
-    alpha = _check_number("alpha", alpha, "gamma spans [1, 2**alpha] within each group")
-    if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}; choose one of {SCOPES}")
-    if isinstance(refresh_every, bool) or not isinstance(refresh_every, int) or refresh_every < 0:
-        raise ValueError(
-            f"refresh_every must be an int >= 0, got {refresh_every!r}: gamma is recomputed every "
-            "refresh_every backward passes (0: only when you call handle.refresh())"
-        )
-    if isinstance(model, fx.GraphModule) and ANALYSIS in model.meta:
-        analysis = model.meta[ANALYSIS]  # already analyzed: read it, touch nothing
-    else:
-        target = copy.deepcopy(model) if isinstance(model, fx.GraphModule) else model  # analyze copies others
-        analysis = analyze(target, example_inputs).meta[ANALYSIS]
+    reg, alpha = check_options(reg, alpha, scope, refresh_every)
+    if isinstance(analysis, fx.GraphModule):
+        analysis = analysis.meta.get(ANALYSIS)
+    if analysis is None or not hasattr(analysis, "param_layouts"):
+        raise TypeError("fxprune.passes.sparsify: pass the Analysis (gm.meta['fxprune.analysis']) of the model; "
+                        "fxprune.sparsify(model, example_inputs) captures and analyzes it for you")  # fmt: skip
     return SparsifyHandle(
         model, analysis, reg=reg, alpha=alpha, scope=scope, refresh_every=refresh_every, exact=bool(exact)
     )
