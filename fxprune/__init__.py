@@ -38,4 +38,4 @@ __all__ = [
     "save", "load", "export", "SaveFormatError", "plots",
     "find_blocks", "remove_blocks", "Block", "block_scores", "linear_cka",
 ]  # fmt: skip
-__version__ = "0.1.0"
+from .version import __version__ as __version__  # noqa: E402 - re-exported

@@ -114,7 +114,7 @@ def _target(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
 
 def _rows(model: nn.Module, pruned: nn.Module, x: Any, args: argparse.Namespace, stages: _Stages) -> list:
-    from .report import count_macs, count_params, latency_ms
+    from .measure import count_macs, count_params, latency_ms
 
     inputs = as_inputs(x, model)
     with stages.stage("counting MACs"):

@@ -30,10 +30,12 @@ import torch
 from torch import fx, nn
 
 from .capture import as_inputs, capture
+from .measure import count_macs, count_params
+from .measure import restore_modes as _restore
+from .measure import train_modes as _modes
 from .passes.blocks import Block, find_blocks, gate_blocks, remove_blocks
 from .passes.dependency import analyze as _analyze
 from .passes.keys import ANALYSIS, REPORT
-from .report import _modes, _restore, count_macs, count_params
 from .verify import _tensors
 from .verify import verify as _verify
 

@@ -29,10 +29,11 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import fx, nn
 
+from .measure import restore_modes as _restore
+from .measure import train_modes as _modes
 from .passes.axes import coords
 from .passes.dependency import Analysis, NodeDims
 from .passes.keys import ANALYSIS, DIMS
-from .report import _modes, _restore
 
 __all__ = [
     "Scores", "Criterion", "Magnitude", "Random", "BNScale", "Taylor", "Hessian", "ZeroShot",

@@ -182,7 +182,7 @@ def save(
     """
     from safetensors.torch import save_file
 
-    from . import __version__
+    from .version import __version__
 
     if not isinstance(pruned, nn.Module):
         raise TypeError(f"fxprune.save expects the pruned torch.nn.Module, got {type(pruned).__name__}")

@@ -20,9 +20,11 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = [
     "device_of", "synchronize", "time_calls", "interleaved", "models_ms", "spread", "eval_no_grad", "train_modes", "restore_modes",
+    "count_params", "count_macs", "latency_ms",
 ]  # fmt: skip
 
 
@@ -170,3 +172,48 @@ def eval_no_grad(*modules: Any) -> Iterator[None]:
     finally:
         for m, modes in zip(mods, was):
             restore_modes(m, modes)
+
+
+def count_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def count_macs(m: nn.Module, inputs: tuple) -> int:
+    """Multiply-accumulates of one forward pass, from torch.utils.flop_counter (FLOPs / 2)."""
+    modes = train_modes(m)
+    # parameters stop requiring grad while counting: under no_grad a view of a parameter
+    # (x = p.expand(...)) still "requires grad" without a grad_fn, which the flop counter's
+    # module tracker rejects (timm's attention-pool latents); restored afterwards
+    grads = [(p, p.requires_grad) for p in m.parameters()]
+    m.eval()
+    try:
+        for p, _ in grads:
+            p.requires_grad_(False)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            m(*inputs)
+    finally:
+        for p, g in grads:
+            p.requires_grad_(g)
+        restore_modes(m, modes)
+    return int(counter.get_total_flops() // 2)
+
+
+def latency_ms(m: nn.Module, inputs: tuple, *, warmup: int = 3, iters: int = 10) -> float:
+    """Median milliseconds of one forward pass (eval mode, no grad), after ``warmup`` untimed
+    passes. On the CPU, wall clock around each pass; on a GPU (the device of the first input
+    tensor, else of the model's parameters) the device is synchronized before each pass and
+    CUDA events time it (``fxprune.measure.time_calls``), so the kernels' work is measured,
+    not their launches. To compare models, time them in interleaved rounds
+    (``fxprune.measure.models_ms``)."""
+    if not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"latency_ms: iters must be a positive int, got {iters!r}")
+    device = device_of(inputs, m)
+    modes = train_modes(m)
+    m.eval()
+    try:
+        with torch.no_grad():
+            times = time_calls(lambda: m(*inputs), device, iters=iters, warmup=warmup)
+    finally:
+        restore_modes(m, modes)
+    times.sort()
+    return times[len(times) // 2]

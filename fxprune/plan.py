@@ -454,8 +454,8 @@ def _check_ratio(ratio: Any, name: str = "ratio") -> None:
 
 def _search(gm: fx.GraphModule, plan_at: Any, kind: str, target: float, example_inputs: Any, tol: float) -> Plan:
     """Bisection on the overall ratio until the measured reduction is within ``tol`` of target."""
+    from .measure import count_macs, count_params
     from .passes.rewrite import rewrite
-    from .report import count_macs, count_params
 
     inputs = _inputs_from_specs(gm) if example_inputs is None else example_inputs
 

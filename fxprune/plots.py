@@ -272,7 +272,7 @@ def measure(models: Mapping[str, nn.Module], example_inputs: Any, **latency_kw: 
     """(label, MACs, median latency in ms) for each model, with ``fxprune.count_macs`` and
     ``fxprune.latency_ms`` (eval mode, no grad, the current torch thread count)."""
     from .capture import as_inputs
-    from .report import count_macs, latency_ms
+    from .measure import count_macs, latency_ms
 
     inputs = as_inputs(example_inputs)
     return [(label, count_macs(m, inputs), latency_ms(m, inputs, **latency_kw)) for label, m in models.items()]

@@ -5,63 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from tabulate import tabulate
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from .measure import device_of, time_calls
-from .measure import restore_modes as _restore
-from .measure import train_modes as _modes
+from .measure import count_macs, count_params, latency_ms
 from .passes.dependency import Analysis, Unsupported
 from .plan import Plan
 
 __all__ = ["Report", "count_macs", "count_params", "latency_ms", "make_report"]
-
-
-def count_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def count_macs(m: nn.Module, inputs: tuple) -> int:
-    """Multiply-accumulates of one forward pass, from torch.utils.flop_counter (FLOPs / 2)."""
-    modes = _modes(m)
-    # parameters stop requiring grad while counting: under no_grad a view of a parameter
-    # (x = p.expand(...)) still "requires grad" without a grad_fn, which the flop counter's
-    # module tracker rejects (timm's attention-pool latents); restored afterwards
-    grads = [(p, p.requires_grad) for p in m.parameters()]
-    m.eval()
-    try:
-        for p, _ in grads:
-            p.requires_grad_(False)
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            m(*inputs)
-    finally:
-        for p, g in grads:
-            p.requires_grad_(g)
-        _restore(m, modes)
-    return int(counter.get_total_flops() // 2)
-
-
-def latency_ms(m: nn.Module, inputs: tuple, *, warmup: int = 3, iters: int = 10) -> float:
-    """Median milliseconds of one forward pass (eval mode, no grad), after ``warmup`` untimed
-    passes. On the CPU, wall clock around each pass; on a GPU (the device of the first input
-    tensor, else of the model's parameters) the device is synchronized before each pass and
-    CUDA events time it (``fxprune.measure.time_calls``), so the kernels' work is measured,
-    not their launches. To compare models, time them in interleaved rounds
-    (``fxprune.measure.models_ms``)."""
-    if not isinstance(iters, int) or iters < 1:
-        raise ValueError(f"latency_ms: iters must be a positive int, got {iters!r}")
-    device = device_of(inputs, m)
-    modes = _modes(m)
-    m.eval()
-    try:
-        with torch.no_grad():
-            times = time_calls(lambda: m(*inputs), device, iters=iters, warmup=warmup)
-    finally:
-        _restore(m, modes)
-    times.sort()
-    return times[len(times) // 2]
 
 
 def _fmt(n: float) -> str:
