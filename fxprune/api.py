@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -11,22 +10,15 @@ from torch import fx, nn
 
 from .capture import CAPTURES, as_inputs
 from .capture import capture as _capture
-from .importance import Criterion, get_criterion
+from .importance import Criterion
 from .passes.dependency import analyze as _analyze
-from .passes.keys import ANALYSIS, INPUTS, REPORT
-from .passes.rewrite import rewrite
+from .passes.keys import ANALYSIS, INPUTS
 from .passes.sparsify import SparsifyHandle, check_options
 from .passes.sparsify import sparsify as _sparsify
-from .plan import _check_ratio, choose, make_plan
-from .report import make_report
-from .verify import verify as _verify
+from .pipeline import _shapes_only, prune_width
+from .plan import _check_ratio
 
 __all__ = ["compile", "analyze", "sparsify"]
-
-
-def _shapes_only(inputs: tuple) -> tuple:
-    """The example inputs without their values: tensors become meta tensors."""
-    return tuple(torch.empty(a.shape, dtype=a.dtype, device="meta") if isinstance(a, torch.Tensor) else a for a in inputs)
 
 
 def analyze(
@@ -45,32 +37,6 @@ def analyze(
     if isinstance(model, fx.GraphModule):
         return _analyze(model, inputs)
     return _analyze(_capture(model, inputs, method=capture))
-
-
-def _never_slower(gm: fx.GraphModule, plan: Any, out: fx.GraphModule, inputs: tuple) -> tuple[Any, fx.GraphModule]:
-    """round_to="auto"'s last check: time the pruned model against the original; unless it is
-    faster on this device (by the median and in most paired rounds), remove nothing (the plan
-    keeps every index) and say so."""
-    from dataclasses import replace
-
-    from .hardware import SLOWER, WINS, end_to_end, measurable
-
-    p = next(iter(gm.parameters()), None)
-    if p is None or not measurable(p.device):
-        return plan, out
-    base, small, wins = end_to_end(gm, out, inputs)
-    hw = dict(plan.meta.get("round_to") or {})
-    hw["end_to_end_ms"] = {"original": round(base, 3), "pruned": round(small, 3), "pruned_faster_in": round(wins, 3)}
-    if small <= base * (1 + SLOWER) and wins >= WINS:
-        plan.meta["round_to"] = hw
-        return plan, out
-    how = "ran slower than" if small > base * (1 + SLOWER) else "was not reliably faster than"
-    hw["gave_up"] = (f"the pruned model {how} the original on this device ({small:.2f} ms vs {base:.2f} ms "
-                     f"on the example inputs, faster in {wins:.0%} of the paired rounds, {WINS:.0%} needed): "
-                     "nothing removed")  # fmt: skip
-    meta = {k: v for k, v in plan.meta.items() if k not in ("speedup", "params", "target")}  # not reached
-    whole = replace(plan, keep={}, meta={**meta, "round_to": hw})
-    return whole, rewrite(gm, whole)
 
 
 def compile(
@@ -157,55 +123,18 @@ def compile(
     if capture not in CAPTURES:
         raise ValueError(f"capture={capture!r} is not one of {', '.join(map(repr, CAPTURES))}")
     example_inputs, example_kwargs = as_inputs(example_inputs, model, example_kwargs), None
-    if depth is not None or mode != "width":  # whole blocks: fxprune.depth (it calls back here for width)
+    if depth is not None or mode != "width":  # whole blocks: fxprune.depth (its width part: pipeline.prune_width)
         from .depth import compile_depth
 
         opts = {k: v for k, v in locals().items() if k not in ("model", "compile_depth")}
         out = compile_depth(model, **opts)
         out.meta.setdefault(INPUTS, _shapes_only(as_inputs(example_inputs)))
         return out
-    if ratio is None and speedup is None and params is None:
-        ratio = 0.0 if remove else 0.5
-    if scores is None:
-        criterion = get_criterion(importance)
-        if criterion.needs_data and data is None:
-            raise ValueError(
-                f"importance={importance!r} needs data: pass data=[(inputs, target), ...] and loss_fn "
-                "(zeroshot needs only inputs)"
-            )
-    inputs = as_inputs(example_inputs)
-    seconds = {}
-    t = time.perf_counter()
-    gm = model if isinstance(model, fx.GraphModule) and ANALYSIS in model.meta else None
-    if gm is None:
-        gm = _capture(model, inputs, method=capture)
-        seconds["capture"] = time.perf_counter() - t
-        t = time.perf_counter()
-        _analyze(gm)
-        seconds["analyze"] = time.perf_counter() - t
-    t = time.perf_counter()
-    if scores is None:
-        scores = criterion(gm, data, loss_fn)
-    seconds["importance"] = time.perf_counter() - t
-    t = time.perf_counter()
-    plan = make_plan(
-        gm, ratio, scores, exact=exact, round_to=round_to, min_keep=min_keep, global_ranking=global_ranking,
-        speedup=speedup, params=params, ratios=ratios, ignore=ignore, example_inputs=inputs, heads=heads,
+    return prune_width(
+        model, ratio, inputs=example_inputs, exact=exact, importance=importance, round_to=round_to, scores=scores,
+        verify=verify, speedup=speedup, params=params, global_ranking=global_ranking, min_keep=min_keep,
+        ratios=ratios, ignore=ignore, heads=heads, data=data, loss_fn=loss_fn, capture=capture, remove=remove,
     )  # fmt: skip
-    if remove:
-        plan = choose(gm, remove, base=plan)
-    seconds["plan"] = time.perf_counter() - t
-    t = time.perf_counter()
-    out = rewrite(gm, plan)
-    seconds["rewrite"] = time.perf_counter() - t
-    if round_to == "auto" and plan.keep:
-        plan, out = _never_slower(gm, plan, out, inputs)
-    report = make_report(type(model).__name__, gm, out, plan, inputs, seconds)
-    out.meta[REPORT] = report
-    out.meta[INPUTS] = _shapes_only(inputs)
-    if verify:
-        report.verification = _verify(gm, out, inputs, plan=plan)
-    return out
 
 
 def sparsify(

@@ -36,6 +36,7 @@ from .measure import train_modes as _modes
 from .passes.blocks import Block, find_blocks, gate_blocks, remove_blocks
 from .passes.dependency import analyze as _analyze
 from .passes.keys import ANALYSIS, REPORT
+from .pipeline import prune_width
 from .verify import _tensors
 from .verify import verify as _verify
 
@@ -239,7 +240,6 @@ def _width(
 ) -> fx.GraphModule:  # fmt: skip
     """Width pruning of the depth-pruned ``gm_d`` so that the whole model (against ``gm``)
     reaches ``speedup``/``params``, or by ``ratio``; ratio 0 when depth alone is enough."""
-    from .api import compile as _compile
 
     if speedup is not None:
         s = speedup * count_macs(gm_d, inputs) / base_macs
@@ -253,7 +253,7 @@ def _width(
         ratio = 0.0
     if ratio == 0.0:
         kw = dict(kw, importance="l2", scores=None)  # nothing is pruned: skip data-driven scores
-    return _compile(gm_d, ratio, example_inputs=inputs, speedup=speedup, params=params, verify=False, **kw)
+    return prune_width(gm_d, ratio, inputs=inputs, speedup=speedup, params=params, verify=False, **kw)
 
 
 def _finish(model: nn.Module, gm: fx.GraphModule, out: fx.GraphModule, inputs: tuple, base: tuple[int, int],
@@ -395,13 +395,12 @@ def _candidates(gm: fx.GraphModule, inputs: tuple, base: tuple[int, int], order:
                 data: list, mix: Sequence[float], kw: dict) -> list[dict[str, Any]]:  # fmt: skip
     """Width-only, depth-only and mixed candidates at ``speedup``, each a dict with its
     ``model`` (None where it could not be built, with a ``note``), ``blocks`` and measurements."""
-    from .api import compile as _compile
 
     ref = _outputs(gm, data)
     cost = _block_macs(gm, inputs, order, base[0])
     usable = _take(order, len(order))
     built: list[tuple[str, fx.GraphModule | None, list[Block], str]] = []
-    built.append(("width", _compile(gm, example_inputs=inputs, speedup=speedup, verify=False, **kw), [], ""))
+    built.append(("width", prune_width(gm, None, inputs=inputs, speedup=speedup, verify=False, **kw), [], ""))
     chosen = _depth_to(gm, inputs, order, "speedup", speedup, base, cost=cost)
     if chosen is None:
         all_out = base[0] / max(base[0] - sum(cost[b.id] for b in usable), 1)
