@@ -17,6 +17,7 @@ import torch
 from torch import fx
 from torch.fx.node import map_aggregate
 
+from . import ops as _ops  # noqa: F401 - every rule registered, in its stated order
 from .axes import Axes, AxisError, Layout
 from .keys import ANALYSIS, CAPTURE, DIMS, SPEC
 from .rules import RULES, Ctx, Val, lookup, op_name

@@ -22,42 +22,23 @@ import torch
 from torch import fx, nn
 from torch.fx.node import map_aggregate
 
+from . import ops as _ops  # noqa: F401 - every rule, hook and spelling registered, in their stated order
 from .axes import Layout, kept_positions
 from .dependency import Analysis, NodeDims, _has_tensor
 from .keys import ANALYSIS, DIMS, PLAN, SPEC
-from .rules import _FUNCS, _METHODS, _MODULES, _SIGS
+from .rules import (
+    _FUNCS,
+    _METHODS,
+    _MODULE_UPDATES,
+    _MODULES,
+    _REWRITES,
+    _SIGS,
+    register_module_update,
+    register_rewrite,
+)
 from .state import carry_unreferenced
 
 __all__ = ["rewrite", "register_rewrite", "register_module_update"]
-
-_REWRITES: dict[str, Callable[..., Any]] = {}
-_MODULE_UPDATES: dict[type, Callable[..., None]] = {}
-
-
-def register_rewrite(key: str) -> Callable:
-    """Hook for op ``key``: ``fn(rw, node, args, kwargs, graph, taint)`` re-derives the node's
-    size arguments. ``args``/``kwargs`` are already mapped into the new ``graph``; ``taint``
-    holds the new-graph nodes whose value depends on a pruned size. Returns None (keep the
-    node as it is) or ``(new_target_or_None, args, kwargs)``."""
-
-    def deco(fn: Callable) -> Callable:
-        _REWRITES[key] = fn
-        return fn
-
-    return deco
-
-
-def register_module_update(*classes: type) -> Callable:
-    """Hook for a module class: ``fn(rw, node, module)`` sets its size attributes. It may
-    return a new module instead (same tensors and state_dict names), which replaces it."""
-
-    def deco(fn: Callable) -> Callable:
-        for c in classes:
-            _MODULE_UPDATES[c] = fn
-        return fn
-
-    return deco
-
 
 class Rewriter:
     """New sizes and kept positions for every node dim, given per-class keep masks."""

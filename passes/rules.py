@@ -24,7 +24,10 @@ from torch import nn
 
 from .axes import Axes
 
-__all__ = ["Val", "Ctx", "register_rule", "register_module", "register_method", "lookup", "op_name", "RULES"]
+__all__ = [
+    "Val", "Ctx", "register_rule", "register_module", "register_method", "register_rewrite", "register_module_update",
+    "has_module_rule", "lookup", "op_name", "RULES",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,36 @@ _FUNCS: dict[Any, str] = {}
 _METHODS: dict[str, str] = {}
 _MODULES: dict[type, tuple[str, Callable[..., dict]]] = {}
 _SIGS: dict[str, inspect.Signature] = {}
+
+
+_REWRITES: dict[str, Callable[..., Any]] = {}
+_MODULE_UPDATES: dict[type, Callable[..., None]] = {}
+
+
+def register_rewrite(key: str) -> Callable:
+    """Hook for op ``key``: ``fn(rw, node, args, kwargs, graph, taint)`` re-derives the node's
+    size arguments. ``args``/``kwargs`` are already mapped into the new ``graph``; ``taint``
+    holds the new-graph nodes whose value depends on a pruned size. Returns None (keep the
+    node as it is) or ``(new_target_or_None, args, kwargs)``."""
+
+    def deco(fn: Callable) -> Callable:
+        _REWRITES[key] = fn
+        return fn
+
+    return deco
+
+
+def register_module_update(*classes: type) -> Callable:
+    """Hook for a module class: ``fn(rw, node, module)`` sets its size attributes. It may
+    return a new module instead (same tensors and state_dict names), which replaces it."""
+
+    def deco(fn: Callable) -> Callable:
+        for c in classes:
+            _MODULE_UPDATES[c] = fn
+        return fn
+
+    return deco
+
 
 
 def register_rule(key: str, *functions: Any, methods: tuple[str, ...] = ()) -> Callable[[Rule], Rule]:
@@ -1111,7 +1144,3 @@ def _register_torchvision() -> None:
 
 
 _register_torchvision()
-
-from . import aten as _aten  # noqa: E402,F401 - ATen spellings (torch.export graphs) of these rules
-from . import rules_attention as _attention  # noqa: E402,F401  (sdpa, MultiheadAttention, Swin)
-from . import rules_rnn_gnn as _rnn_gnn  # noqa: E402,F401  (RNN and GNN rules; must stay last)

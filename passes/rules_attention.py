@@ -78,7 +78,7 @@ def _sdpa(
 
 
 def _register_sdpa_rewrite() -> None:
-    from .rewrite import register_rewrite
+    from .rules import register_rewrite
 
     @register_rewrite("sdpa")
     def _rw_sdpa(rw: Any, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
@@ -218,7 +218,7 @@ def _register_mha() -> None:
 
 def _register_mha_update() -> None:
     from .modules import PrunedMultiheadAttention
-    from .rewrite import register_module_update
+    from .rules import register_module_update
 
     @register_module_update(nn.MultiheadAttention, PrunedMultiheadAttention)
     def _update_mha(rw: Any, node: fx.Node, m: nn.Module) -> nn.Module | None:
@@ -328,7 +328,7 @@ def _register_swin_rewrite() -> None:
     except ImportError:
         return
     from . import modules as fm
-    from .rewrite import register_rewrite
+    from .rules import register_rewrite
 
     @register_rewrite("shifted_window_attention")
     def _rw_swa(rw: Any, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
@@ -351,7 +351,7 @@ def _register_swin_rewrite() -> None:
 
 def _register_mha_functional_rewrite() -> None:
     from . import modules as fm
-    from .rewrite import register_rewrite
+    from .rules import register_rewrite
 
     names = list(inspect.signature(F.multi_head_attention_forward).parameters)
 
