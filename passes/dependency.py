@@ -20,7 +20,7 @@ from torch.fx.node import map_aggregate
 from . import ops as _ops  # noqa: F401 - every rule registered, in its stated order
 from .axes import Axes, AxisError, Layout
 from .keys import ANALYSIS, CAPTURE, DIMS, SPEC
-from .rules import RULES, Ctx, Val, lookup, op_name
+from .rules import RULES, Ctx, Val, lookup, op_name, rule_for
 
 __all__ = [
     "TensorSpec", "NodeDims", "ClassInfo", "Unsupported", "Analysis", "propagate", "analyze",
@@ -235,7 +235,7 @@ class _Analyzer:
                 reason = "has no rule"
             else:
                 key, a, kw = found
-                out = self.wrap(RULES[key](ctx, *a, **kw), spec)
+                out = self.wrap(rule_for(key, ctx, a, kw)(ctx, *a, **kw), spec)
                 self._pin_untouched_module_params(node)
                 if ctx.records:
                     self.records[node.name] = dict(ctx.records)

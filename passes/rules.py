@@ -26,7 +26,7 @@ from .axes import Axes
 
 __all__ = [
     "Val", "Ctx", "register_rule", "register_module", "register_method", "register_rewrite", "register_module_update",
-    "has_module_rule", "lookup", "op_name", "RULES",
+    "has_module_rule", "lookup", "op_name", "RULES", "DuplicateOpError", "rule_for", "key_of", "list_ops",
 ]  # fmt: skip
 
 
@@ -90,6 +90,7 @@ _FUNCS: dict[Any, str] = {}
 _METHODS: dict[str, str] = {}
 _MODULES: dict[type, tuple[str, Callable[..., dict]]] = {}
 _SIGS: dict[str, inspect.Signature] = {}
+_VARIANTS: dict[str, list[tuple[Callable[..., bool], Rule]]] = {}  # key -> [(when, rule)], newest first
 
 
 _REWRITES: dict[str, Callable[..., Any]] = {}
@@ -122,27 +123,99 @@ def register_module_update(*classes: type) -> Callable:
 
 
 
-def register_rule(key: str, *functions: Any, methods: tuple[str, ...] = ()) -> Callable[[Rule], Rule]:
+class DuplicateOpError(ValueError):
+    """An op key, function or method name registered twice without ``replace=True``."""
+
+
+def _defined_at(fn: Any) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def register_rule(
+    key: str, *functions: Any, methods: tuple[str, ...] = (), replace: bool = False, when: Callable[..., bool] | None = None
+) -> Callable[[Rule], Rule]:
     """Add a rule under ``key``, reached from ``functions`` (call_function targets) and
     ``methods`` (call_method names). Arguments bind to the rule's own signature.
 
+    A key, function or method name that already has a rule raises ``DuplicateOpError``
+    naming both definitions, unless ``replace=True``. ``when=predicate`` adds a
+    *specialization* of an existing ``key`` instead: ``predicate(ctx, *args, **kwargs)`` (the
+    arguments as bound to the base rule) is tried first, and the specialized rule runs where it
+    returns True, the base rule elsewhere.
+
     Example:
-        >>> @register_rule("roll", torch.roll, methods=("roll",))
-        ... def _roll(ctx, input, shifts, dims=None):
-        ...     ...
+        >>> @register_rule("my_op", torch.ops.mylib.my_op.default)
+        ... def _my_op(ctx, input, scale):
+        ...     return input.axes  # relate input.axes to the output's axes; ctx.unify / ctx.pin
     """
 
     def deco(fn: Rule) -> Rule:
-        RULES[key] = fn
-        sig = inspect.signature(fn)
-        _SIGS[key] = sig.replace(parameters=list(sig.parameters.values())[1:])
+        if when is not None:
+            if key not in RULES:
+                raise DuplicateOpError(f"register_rule({key!r}, when=...): no base rule {key!r} to specialize")
+            _VARIANTS.setdefault(key, []).insert(0, (when, fn))
+        else:
+            if key in RULES and not replace:
+                raise DuplicateOpError(
+                    f"register_rule: {key!r} already has a rule ({_defined_at(RULES[key])}); the new one is "
+                    f"{_defined_at(fn)}. Pass replace=True to replace it, or when=... to specialize it."
+                )
+            RULES[key] = fn
+            _VARIANTS.pop(key, None) if replace else None
+            sig = inspect.signature(fn)
+            _SIGS[key] = sig.replace(parameters=list(sig.parameters.values())[1:])
         for f in functions:
-            _FUNCS[f] = key
+            _claim(_FUNCS, f, key, replace, "function")
         for m in methods:
-            _METHODS[m] = key
+            _claim(_METHODS, m, key, replace, "method")
         return fn
 
     return deco
+
+
+def _claim(table: dict, spelling: Any, key: str, replace: bool, kind: str) -> None:
+    old = table.get(spelling)
+    if old is not None and old != key and not replace:
+        raise DuplicateOpError(
+            f"register_rule: the {kind} {getattr(spelling, '__name__', spelling)!r} already reaches rule {old!r} "
+            f"({_defined_at(RULES.get(old))}); it cannot also reach {key!r} unless replace=True"
+        )
+    table[spelling] = key
+
+
+def rule_for(key: str, ctx: Any, args: tuple, kwargs: dict) -> Rule:
+    """The rule that describes this call: the first specialization of ``key`` whose predicate
+    holds, else the base rule."""
+    for when, fn in _VARIANTS.get(key, ()):
+        if when(ctx, *args, **kwargs):
+            return fn
+    return RULES[key]
+
+
+def key_of(target: Any) -> str | None:
+    """The rule key a call target reaches: a function (``torch.roll``, an ATen overload), a
+    method name (``"roll"``) or a module class (``nn.Conv2d``); None where no rule does."""
+    if isinstance(target, str):
+        return _METHODS.get(target)
+    if isinstance(target, type):
+        entry = _MODULES.get(target)
+        return entry[0] if entry else None
+    return _FUNCS.get(target)
+
+
+def list_ops() -> dict[str, dict[str, list[str]]]:
+    """Every rule key with the spellings that reach it: functions, methods, module classes,
+    and whether a rewrite hook is registered."""
+    out: dict[str, dict[str, list[str]]] = {k: {"functions": [], "methods": [], "modules": []} for k in RULES}
+    for f, k in _FUNCS.items():
+        out.setdefault(k, {"functions": [], "methods": [], "modules": []})["functions"].append(str(getattr(f, "__name__", f)))
+    for m, k in _METHODS.items():
+        out.setdefault(k, {"functions": [], "methods": [], "modules": []})["methods"].append(m)
+    for c, (k, _) in _MODULES.items():
+        out.setdefault(k, {"functions": [], "methods": [], "modules": []})["modules"].append(c.__name__)
+    for k, v in out.items():
+        v["rewrite"] = ["yes"] if k in _REWRITES else []
+    return out
 
 
 def register_method(key: str, *names: str) -> None:

@@ -183,7 +183,12 @@ def _arg_spec(ctx: Ctx, position: int, element: int | None = None) -> Any:
     return a.meta.get("fxprune.spec") if hasattr(a, "meta") else None
 
 
-@register_rule("getitem", operator.getitem)
+def _tensor_index(ctx: Ctx, a: Any, b: Any) -> bool:
+    """``x[idx]`` with a tensor among the index elements (the core rule describes the rest)."""
+    return isinstance(a, Val) and any(isinstance(e, Val) for e in (b if isinstance(b, tuple) else (b,)))
+
+
+@register_rule("getitem", when=_tensor_index)
 def _getitem_gather(ctx: Ctx, a: Any, b: Any) -> Any:
     """Basic indexing as in ``rules._getitem``; in addition, one integer tensor index with
     every other element a full slice (``x[idx]``, ``x[idx, :]``, ``x[:, idx]``): the indexed
@@ -291,7 +296,14 @@ def _attr(root: Any, target: str) -> Any:
     return root
 
 
-@register_rule("sum", torch.sum, *_aten("sum.dim_IntList"), methods=("sum",))
+_SUMS = (torch.sum, "sum", *_aten("sum.dim_IntList"))
+
+
+def _is_sum(ctx: Ctx, input: Any, *args: Any, **kwargs: Any) -> bool:
+    return ctx.node.target in _SUMS
+
+
+@register_rule("reduce", when=_is_sum)
 def _sum(ctx: Ctx, input: Val, *args: Any, **kwargs: Any) -> Any:
     """``(x * w).sum(d)`` with ``w`` a parameter spanning ``d``: a contraction with a
     parameter, like a linear layer. Removing index i of ``d`` zeroes ``w``'s slice i in the
