@@ -239,10 +239,12 @@ def _register_mha_update() -> None:
 # ------------------------------------------------------------------------------------------
 # roll and gather by an index tensor (relative-position tables)
 # ------------------------------------------------------------------------------------------
-@register_rule("roll", torch.roll, methods=("roll",))
+@register_rule("roll", torch.roll, *[op for op in [getattr(getattr(torch.ops.aten, "roll", None), "default", None)] if op],
+               methods=("roll",))  # fmt: skip
 def _roll(ctx: Ctx, input: Val, shifts: Any, dims: Any = None) -> Any:
-    """Rolled dims move indices around: pinned. Every other dim passes through."""
-    if dims is None:
+    """Rolled dims move indices around: pinned. Every other dim passes through. ``dims``
+    None (torch) or empty (``aten.roll.default``) rolls the flattened tensor."""
+    if dims is None or (isinstance(dims, (list, tuple)) and not dims):
         ctx.pin(input.axes, "rolled (flattened roll)")
         out = ctx.fresh(input.shape)
         ctx.pin(out, "rolled (flattened roll)")
