@@ -91,6 +91,8 @@ _METHODS: dict[str, str] = {}
 _MODULES: dict[type, tuple[str, Callable[..., dict]]] = {}
 _SIGS: dict[str, inspect.Signature] = {}
 _VARIANTS: dict[str, list[tuple[Callable[..., bool], Rule]]] = {}  # key -> [(when, rule)], newest first
+#: keys of ops that only move their first input's values (``register_rule(moves_zeros=True)``)
+ZERO_MOVES: set[str] = set()
 
 
 _REWRITES: dict[str, Callable[..., Any]] = {}
@@ -132,8 +134,9 @@ def _defined_at(fn: Any) -> str:
 
 
 def register_rule(
-    key: str, *functions: Any, methods: tuple[str, ...] = (), replace: bool = False, when: Callable[..., bool] | None = None
-) -> Callable[[Rule], Rule]:
+    key: str, *functions: Any, methods: tuple[str, ...] = (), replace: bool = False,
+    when: Callable[..., bool] | None = None, moves_zeros: bool = False,
+) -> Callable[[Rule], Rule]:  # fmt: skip
     """Add a rule under ``key``, reached from ``functions`` (call_function targets) and
     ``methods`` (call_method names). Arguments bind to the rule's own signature.
 
@@ -141,7 +144,9 @@ def register_rule(
     naming both definitions, unless ``replace=True``. ``when=predicate`` adds a
     *specialization* of an existing ``key`` instead: ``predicate(ctx, *args, **kwargs)`` (the
     arguments as bound to the base rule) is tried first, and the specialized rule runs where it
-    returns True, the base rule elsewhere.
+    returns True, the base rule elsewhere. ``moves_zeros=True`` says the op only moves or keeps
+    its first input's values (a view, a flip): where that input is zero on a class's removed
+    indices, so is the result (zero-tracking, ``passes/zeros.py``, follows it through).
 
     Example:
         >>> @register_rule("my_op", torch.ops.mylib.my_op.default)
@@ -162,6 +167,7 @@ def register_rule(
                 )
             RULES[key] = fn
             _VARIANTS.pop(key, None) if replace else None
+            (ZERO_MOVES.add if moves_zeros else ZERO_MOVES.discard)(key)
             sig = inspect.signature(fn)
             _SIGS[key] = sig.replace(parameters=list(sig.parameters.values())[1:])
         for f in functions:

@@ -15,7 +15,7 @@ ops that keep the property (anything else answers no, which is the safe answer):
   along that dim are zeroed);
 - data movement (views, permutes, transposes, indexing, split/unbind pieces, expand, repeat,
   contiguous, dtype casts, dropout, identity), and zero-preserving element-wise functions
-  (relu, gelu, silu, tanh, neg, ...);
+  (relu, gelu, silu, tanh, neg, ...); any op registered with ``moves_zeros=True``;
 - an affine ``nn.BatchNorm*`` with ``c`` in its channel dim (weight and bias
   slices zeroed);
 - a product with any tensor (one factor zero-sourced), a quotient with a zero-sourced
@@ -41,6 +41,7 @@ from torch import fx, nn
 
 from .aten import TORCH_EQUIVALENT as _ATEN
 from .keys import DIMS
+from .rules import ZERO_MOVES, key_of
 
 __all__ = ["ZeroTracker"]
 
@@ -171,7 +172,7 @@ class ZeroTracker:
             if isinstance(node.args[1], fx.Node):  # gather by an index tensor: rows of the source
                 return self(src, c, depth)
             return self(src, c, depth)
-        if t in _MOVE_FUNCS or (op == "call_method" and t in _MOVE_METHODS):
+        if t in _MOVE_FUNCS or (op == "call_method" and t in _MOVE_METHODS) or key_of(node.target) in ZERO_MOVES:
             return self(node.args[0], c, depth)
         if t in _LINEAR:
             w = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
