@@ -20,7 +20,7 @@ from torch.fx.node import map_aggregate
 from . import ops as _ops  # noqa: F401 - every rule registered, in its stated order
 from .axes import Axes, AxisError, Layout
 from .keys import ANALYSIS, CAPTURE, DIMS, SPEC
-from .rules import RULES, Ctx, Val, lookup, op_name, rule_for
+from .rules import Ctx, Val, lookup, op_name, rule_for
 
 __all__ = [
     "TensorSpec", "NodeDims", "ClassInfo", "Unsupported", "Analysis", "propagate", "analyze",
