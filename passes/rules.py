@@ -949,6 +949,21 @@ def _norm(ctx: Ctx, input: Val, p: Any = None, dim: Any = None, keepdim: bool = 
 # ------------------------------------------------------------------------------------------
 # views and layout
 # ------------------------------------------------------------------------------------------
+@register_rule("flip", torch.flip, *[op for op in [getattr(getattr(torch.ops.aten, "flip", None), "default", None)] if op],
+               methods=("flip",), moves_zeros=True)  # fmt: skip
+def _flip(ctx: Ctx, input: Val, dims: Any) -> Any:
+    """Reverses the order along ``dims``: index i goes to n - 1 - i, which pruning would change,
+    so those dims are pinned (in and out); every other dim passes through. It only moves
+    values (zero-tracking follows it), has no size argument to re-derive and no FLOPs."""
+    ds = {_dim(d, input.ndim) for d in (dims if isinstance(dims, (list, tuple)) else [dims])}
+    out = list(input.axes)
+    for d in sorted(ds):
+        ctx.pin(input.axes[d], "reversed by flip")
+        out[d] = ctx.ax.new(input.shape[d])
+        ctx.pin(out[d], "reversed by flip")
+    return tuple(out)
+
+
 @register_rule("reshape", torch.reshape, torch.flatten, torch.squeeze, torch.unsqueeze,
                torch.unflatten, methods=("view", "reshape", "flatten", "squeeze", "unsqueeze",
                                          "unflatten", "view_as", "reshape_as", "squeeze_", "unsqueeze_"))  # fmt: skip

@@ -33,3 +33,43 @@ def test_roll_passes_channels_under_both_captures(capture):
 
 def test_roll_spellings_reach_one_rule():
     assert key_of(torch.roll) == key_of("roll") == key_of(torch.ops.aten.roll.default) == "roll"
+
+
+class FlipThenNorm(nn.Module):
+    """conv -> flip over H (or over the channels) -> L2 norm over channels -> conv."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.a = nn.Conv2d(3, 16, 3, padding=1)
+        self.b = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        h = self.a(x).flip(self.dim) if self.dim == 2 else torch.flip(self.a(x), dims=(self.dim,))
+        return self.b(h / (h.norm(dim=1, keepdim=True) + 1e-6))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_flip_over_space_passes_channels_and_zeros(capture):
+    """flip over H: the channels pass through, exactly (the norm over channels stays exact
+    because zero-tracking follows the flip)."""
+    model = FlipThenNorm(2).eval()
+    x = torch.randn(2, 3, 8, 8)
+    small = fxprune.compile(model, 0.5, example_inputs=x, exact=True, capture=capture)
+    assert not small.meta["fxprune.report"].analysis.unsupported
+    assert fxprune.count_params(small) < 0.7 * fxprune.count_params(model)
+    assert fxprune.verify(model, small, x).passed
+    assert fxprune.count_macs(small, (x,)) < fxprune.count_macs(model, (x,))
+
+
+def test_flip_over_channels_pins_them():
+    model = FlipThenNorm(1).eval()
+    x = torch.randn(2, 3, 8, 8)
+    small = fxprune.compile(model, 0.5, example_inputs=x, exact=True)
+    assert small.a.out_channels == 16
+    pins = [c.pinned for c in small.meta["fxprune.report"].analysis.classes if c.pinned]
+    assert any("reversed by flip" in p for p in pins)
+
+
+def test_flip_spellings_reach_one_rule():
+    assert key_of(torch.flip) == key_of("flip") == key_of(torch.ops.aten.flip.default) == "flip"
