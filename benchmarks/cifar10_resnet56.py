@@ -386,9 +386,13 @@ def plan_schedule(
     }
 
 
+SL_REG_CAP = 2.5e-3  # 10x the paper's; at 1e-2 (half an epoch, the second H200 run) SL took the model to chance
+
+
 def sl_reg_for(sl_lr_sum: float) -> float:
-    """fxprune ``reg`` that gives the paper's total shrinkage ``reg * sum(lr)`` (capped at 1e-2)."""
-    return min(1e-2, PAPER_SL_REG * PAPER_SL_LR_SUM / max(sl_lr_sum, 1e-12))
+    """fxprune ``reg`` that gives the paper's total shrinkage ``reg * sum(lr)``, capped at
+    ``SL_REG_CAP``: a short phase cannot make up the paper's shrinkage without wrecking the model."""
+    return min(SL_REG_CAP, PAPER_SL_REG * PAPER_SL_LR_SUM / max(sl_lr_sum, 1e-12))
 
 
 # ----------------------------------------------------------------------------------------------

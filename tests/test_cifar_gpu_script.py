@@ -61,8 +61,8 @@ def test_lr_schedules_and_reg_scaling() -> None:
     assert (g(59), g(60), g(80)) == (1.0, 0.1, pytest.approx(0.01))
     # the paper's own sum of lr gives the paper's reg; a tenth of it, ten times the reg
     assert cifar.sl_reg_for(cifar.PAPER_SL_LR_SUM) == pytest.approx(cifar.PAPER_SL_REG)
-    assert cifar.sl_reg_for(cifar.PAPER_SL_LR_SUM / 10) == pytest.approx(10 * cifar.PAPER_SL_REG)
-    assert cifar.sl_reg_for(1e-9) == 1e-2
+    assert cifar.sl_reg_for(cifar.PAPER_SL_LR_SUM / 5) == pytest.approx(5 * cifar.PAPER_SL_REG)
+    assert cifar.sl_reg_for(1e-9) == cifar.SL_REG_CAP
 
 
 def test_presets() -> None:
