@@ -14,6 +14,12 @@ Two ways to capture, tried in this order by ``capture="auto"`` (the default):
 
 ``gm.meta["fxprune.capture"]`` says which one was used ("symbolic_trace" or
 "torch.export"); the report prints it.
+
+Under symbolic_trace, a module whose class has a registered module rule
+(``fxprune.register_module``) stays a leaf, so its rule is reached; torch.export inlines every
+module, and a warning names a registered rule that therefore never fires. A GraphModule the
+user traced is taken as it is (a copy), never traced again. Parameters, buffers and submodules
+the forward never reads are carried over under their names (``passes/state.py``).
 """
 
 from __future__ import annotations
