@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from fxprune.passes.rules import key_of
 from torch import nn
 
 import fxprune
-from fxprune.passes.rules import key_of
 
 
 class RollSpatial(nn.Module):
