@@ -445,10 +445,12 @@ def _where(ctx: Ctx, condition: Any, input: Any = None, other: Any = None) -> An
     return _broadcast(ctx, [condition, input, other], ctx.out_shape())
 
 
-@register_rule("clamp", torch.clamp, torch.clip, methods=("clamp", "clamp_", "clip", "clip_"))
+@register_rule("clamp", torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max,
+               methods=("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_", "clamp_max", "clamp_max_"))  # fmt: skip
 def _clamp(ctx: Ctx, input: Any, min: Any = None, max: Any = None) -> Any:
     """Element-wise; tensor bounds broadcast like operands (``clamp(x, min=t)`` with a
-    per-channel ``t`` ties t's channels to x's)."""
+    per-channel ``t`` ties t's channels to x's). ``clamp_min(x, b)`` and ``clamp_max(x, b)``
+    bind their one bound to ``min``: the relation is the same for either bound."""
     if not isinstance(input, Val):
         return None
     return _broadcast(ctx, [input, min, max], ctx.out_shape())

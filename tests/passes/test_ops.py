@@ -73,3 +73,36 @@ def test_flip_over_channels_pins_them():
 
 def test_flip_spellings_reach_one_rule():
     assert key_of(torch.flip) == key_of("flip") == key_of(torch.ops.aten.flip.default) == "flip"
+
+
+@pytest.mark.parametrize("how", ["method_min", "method_max", "function_min", "tensor_bound"])
+def test_clamp_min_and_max_spellings_reach_the_clamp_rule(how):
+    """x.clamp_min(eps) under symbolic_trace had no rule (its ATen spelling had one): the norm's
+    channels were pinned by an unsupported op."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 16, 3, padding=1)
+            self.lo = nn.Parameter(torch.rand(16, 1, 1) * 0.1)
+            self.b = nn.Conv2d(16, 4, 1)
+
+        def forward(self, x):
+            h = self.a(x)
+            if how == "method_min":
+                h = h.clamp_min(0.05)
+            elif how == "method_max":
+                h = h.clamp_max(0.5)
+            elif how == "function_min":
+                h = torch.clamp_min(h, 0.05)
+            else:
+                h = h.clamp_min(self.lo)
+            return self.b(h)
+
+    model = M().eval()
+    x = torch.randn(2, 3, 8, 8)
+    small = fxprune.compile(model, 0.5, example_inputs=x, exact=True)
+    assert not small.meta["fxprune.report"].analysis.unsupported
+    assert small.a.out_channels == 8
+    assert fxprune.verify(model, small, x).passed
+    assert key_of("clamp_min") == key_of(torch.clamp_max) == key_of(torch.ops.aten.clamp_min.default) == "clamp"
