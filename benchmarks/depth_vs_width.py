@@ -33,7 +33,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -41,12 +40,10 @@ from tabulate import tabulate
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import load_fashion_mnist, stratified_subset  # noqa: E402
+from _train import accuracy, fmnist_tensors, train  # noqa: E402
 
 import fxprune  # noqa: E402
 from fxprune.depth import joint_candidates  # noqa: E402
-
-FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
 
 
 # ----------------------------------------------------------------------------------------------
@@ -87,38 +84,6 @@ class ResCNN(nn.Module):
 
 # ----------------------------------------------------------------------------------------------
 # data and training
-def _tensors(split: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = load_fashion_mnist(split)
-    idx = stratified_subset(y, n, seed)
-    xt = (torch.from_numpy(np.ascontiguousarray(x[idx])).float().div(255) - FMNIST_MEAN) / FMNIST_STD
-    return xt.unsqueeze(1), torch.from_numpy(y[idx])
-
-
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, seed: int, batch: int = 128) -> None:
-    """SGD (momentum 0.9, wd 5e-4), cosine lr; the batch order depends only on ``seed``."""
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    model.train()
-    epochs = -(-steps * batch // len(x))
-    perm = torch.cat([torch.randperm(len(x), generator=g) for _ in range(epochs)])
-    for s in range(steps):
-        i = perm[s * batch:(s + 1) * batch]
-        loss = F.cross_entropy(model(x[i]), y[i])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    model.eval()
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    model.eval()
-    hits = sum(int((model(x[i:i + 1000]).argmax(1) == y[i:i + 1000]).sum()) for i in range(0, len(x), 1000))
-    return hits / len(x)
-
-
 def _m(n: float) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
 
@@ -126,8 +91,8 @@ def _m(n: float) -> str:
 # ----------------------------------------------------------------------------------------------
 def fmnist(args: argparse.Namespace) -> None:
     t0 = time.time()
-    xtr, ytr = _tensors("train", args.train_size, args.seed)
-    xte, yte = _tensors("test", args.test_size, args.seed)
+    xtr, ytr = fmnist_tensors("train", args.train_size, args.seed)
+    xte, yte = fmnist_tensors("test", args.test_size, args.seed)
     torch.manual_seed(args.seed)
     model = ResCNN()
     train(model, xtr, ytr, args.steps, args.lr, seed=args.seed)

@@ -47,7 +47,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import tabulate as tabulate_mod
 import torch
 import torch.nn.functional as F
@@ -55,11 +54,10 @@ from tabulate import tabulate
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import load_fashion_mnist, stratified_subset  # noqa: E402
+from _train import accuracy, fmnist_tensors, train  # noqa: E402
 
 import fxprune  # noqa: E402
 
-FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
 METHODS = (("uniform", False), ("global", True), ("isomorphic", "isomorphic"))
 
 
@@ -104,41 +102,6 @@ class ResNet(nn.Module):
 
 # ----------------------------------------------------------------------------------------------
 # data and training
-def _tensors(split: str, n: int, pool: int) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = load_fashion_mnist(split)
-    idx = stratified_subset(y, n, seed=0)
-    xt = (torch.from_numpy(np.ascontiguousarray(x[idx])).float().div(255) - FMNIST_MEAN) / FMNIST_STD
-    xt = xt.unsqueeze(1)
-    if pool > 1:
-        xt = F.avg_pool2d(xt, pool)
-    return xt.contiguous(), torch.from_numpy(y[idx])
-
-
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, seed: int, batch: int) -> None:
-    """SGD (momentum 0.9, wd 5e-4), cosine lr; the batch order depends only on ``seed``."""
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    model.train()
-    epochs = -(-steps * batch // len(x))
-    perm = torch.cat([torch.randperm(len(x), generator=g) for _ in range(epochs)])
-    for s in range(steps):
-        i = perm[s * batch:(s + 1) * batch]
-        loss = F.cross_entropy(model(x[i]), y[i])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    model.eval()
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    model.eval()
-    hits = sum(int((model(x[i:i + 1000]).argmax(1) == y[i:i + 1000]).sum()) for i in range(0, len(x), 1000))
-    return hits / len(x)
-
-
 def _widths(small: torch.fx.GraphModule) -> str:
     """Kept output channels: the stem, then for each stage every block's conv1 and, in
     brackets, the stage's residual width (its blocks' conv2): 'stem | a/b/c (w) | ...'."""
@@ -182,8 +145,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     t0 = time.time()
-    xtr, ytr = _tensors("train", args.train_size, args.pool)
-    xte, yte = _tensors("test", args.test_size, args.pool)
+    xtr, ytr = fmnist_tensors("train", args.train_size, pool=args.pool)
+    xte, yte = fmnist_tensors("test", args.test_size, pool=args.pool)
     example = xtr[:1]
     keys = [(target, name) for target in args.speedup for name, _ in METHODS]
     fields = ("macs", "params", "speedup", "pruned", "ft", "delta", "prune_s", "ft_s", "check")
