@@ -77,6 +77,7 @@ from tabulate import tabulate
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _checkout import import_fxprune_from_checkout  # noqa: E402
 from _data import (  # noqa: E402
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -85,39 +86,7 @@ from _data import (  # noqa: E402
     stratified_subset,
 )
 
-
-def _import_fxprune_from_checkout() -> None:
-    """fxprune from this checkout where it is not installed (as benchmarks/gpu_suite.py does):
-    setup.cfg installs the top-level folder ``passes/`` as ``fxprune.passes``; without the
-    install, the package is loaded with that folder mapped the same way."""
-    import importlib.util
-
-    try:
-        import fxprune  # noqa: F401 - installed: nothing to do
-        return
-    except ModuleNotFoundError as e:
-        if not (e.name or "").startswith("fxprune"):
-            raise
-    for k in [k for k in sys.modules if k == "fxprune" or k.startswith("fxprune.")]:
-        del sys.modules[k]  # the half-done import above
-    root = Path(__file__).resolve().parents[1]
-
-    def load(name: str, folder: Path) -> tuple[Any, Any]:
-        spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
-                                                      submodule_search_locations=[str(folder)])  # fmt: skip
-        mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        sys.modules[name] = mod
-        return spec, mod
-
-    spec, pkg = load("fxprune", root / "fxprune")
-    pspec, passes = load("fxprune.passes", root / "passes")
-    pkg.passes = passes
-    pspec.loader.exec_module(passes)
-    spec.loader.exec_module(pkg)
-    print(f"fxprune is not installed: imported from {root} (passes/ as fxprune.passes)", flush=True)
-
-
-_import_fxprune_from_checkout()
+import_fxprune_from_checkout()
 import fxprune  # noqa: E402
 
 # The paper's sparse-learning phase (Torch-Pruning's CIFAR benchmark): 100 epochs of 390 steps

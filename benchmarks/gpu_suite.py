@@ -90,39 +90,10 @@ for _p in (str(ROOT), str(ROOT / "benchmarks")):  # fxprune from this checkout, 
 
 import torch  # noqa: E402
 import torchvision  # noqa: E402
+from _checkout import import_fxprune_from_checkout  # noqa: E402
 from torch import nn  # noqa: E402
 
-
-def _import_fxprune_from_checkout() -> None:
-    """fxprune from this checkout where it is not installed (the GPU machine has nothing of
-    it installed). setup.cfg installs the top-level folder ``passes/`` as ``fxprune.passes``;
-    without the install, this loads the package with that folder mapped the same way."""
-    import importlib.util
-
-    try:
-        import fxprune  # noqa: F401 - installed (pip install -e .): nothing to do
-        return
-    except ModuleNotFoundError as e:
-        if not (e.name or "").startswith("fxprune"):
-            raise
-    for k in [k for k in sys.modules if k == "fxprune" or k.startswith("fxprune.")]:
-        del sys.modules[k]  # the half-done import above
-
-    def load(name: str, folder: Path) -> Any:
-        spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        return spec, mod
-
-    spec, pkg = load("fxprune", ROOT / "fxprune")
-    pspec, passes = load("fxprune.passes", ROOT / "passes")
-    pkg.passes = passes
-    pspec.loader.exec_module(passes)
-    spec.loader.exec_module(pkg)
-    print(f"fxprune is not installed: imported from {ROOT} (passes/ as fxprune.passes)", flush=True)
-
-
-_import_fxprune_from_checkout()
+import_fxprune_from_checkout()
 import fxprune  # noqa: E402
 from fxprune.measure import models_ms, spread, synchronize  # noqa: E402
 
