@@ -13,7 +13,7 @@ from .capture import capture as _capture
 from .importance import Criterion
 from .passes.dependency import analyze as _analyze
 from .passes.keys import ANALYSIS, INPUTS
-from .passes.sparsify import SparsifyHandle, check_options
+from .passes.sparsify import SparsifyHandle, bare_module, check_options
 from .passes.sparsify import sparsify as _sparsify
 from .pipeline import _shapes_only, prune_width
 from .plan import _check_ratio
@@ -126,7 +126,7 @@ def compile(
     if depth is not None or mode != "width":  # whole blocks: fxprune.depth (its width part: pipeline.prune_width)
         from .depth import compile_depth
 
-        opts = {k: v for k, v in locals().items() if k not in ("model", "compile_depth")}
+        opts = {k: v for k, v in locals().items() if k not in ("model", "compile_depth", "example_kwargs")}
         out = compile_depth(model, **opts)
         out.meta.setdefault(INPUTS, _shapes_only(as_inputs(example_inputs)))
         return out
@@ -160,10 +160,7 @@ def sparsify(
         >>> handle.remove()
         >>> small = fxprune.compile(model, 0.5, example_inputs=x)
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"fxprune.sparsify expects a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module  # hooks go on the bare module's parameters (see the DDP note)
+    model = bare_module(model)  # hooks go on the bare module's parameters (see the DDP note)
     check_options(reg, alpha, scope, refresh_every)  # bad input costs nothing
     if isinstance(model, fx.GraphModule) and ANALYSIS in model.meta:
         analysis = model.meta[ANALYSIS]  # already analyzed: read it, touch nothing

@@ -75,12 +75,9 @@ def prune_width(
     loss_fn: Callable | None = None,
     capture: str = "auto",
     remove: Mapping[str, Iterable[int]] | None = None,
-    example_kwargs: Any = None,
 ) -> fx.GraphModule:
     """``fxprune.compile``'s width pruning of ``model`` (or of an analyzed GraphModule, used as
     it is) on ``inputs`` (positional, already bound); the options are ``compile``'s."""
-    if example_kwargs is not None:
-        raise TypeError("prune_width takes inputs already bound to positional arguments (capture.as_inputs)")
     if ratio is None and speedup is None and params is None:
         ratio = 0.0 if remove else 0.5
     if scores is None:

@@ -303,6 +303,15 @@ class SparsifyHandle:
         return torch.addcmul(grad, w, coef, value=2.0 * self._reg)
 
 
+def bare_module(model: Any) -> nn.Module:
+    """The module whose parameters get the hooks: a DDP or DataParallel wrapper's ``.module``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fxprune.sparsify expects a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        return model.module
+    return model
+
+
 def check_options(reg: float, alpha: float, scope: str, refresh_every: int) -> tuple[float, float]:
     """Validate ``sparsify``'s options before any work; returns ``(reg, alpha)`` as floats."""
     reg = _check_number("reg", reg, "it is the strength of the group regularizer")
@@ -381,10 +390,7 @@ def sparsify(
         >>> handle.remove()
         >>> small = fxprune.compile(model, 0.5, example_inputs=x)
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"fxprune.sparsify expects a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
+    model = bare_module(model)
     reg, alpha = check_options(reg, alpha, scope, refresh_every)
     if isinstance(analysis, fx.GraphModule):
         analysis = analysis.meta.get(ANALYSIS)
