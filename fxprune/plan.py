@@ -6,6 +6,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -488,8 +489,6 @@ def _search(gm: fx.GraphModule, plan_at: Any, kind: str, target: float, example_
         lo, hi = (mid, hi) if got < target else (lo, mid)
     best.meta.update({kind: best_got, "target": target})
     if abs(best_got - target) > tol * target:
-        import warnings
-
         warnings.warn(
             f"fxprune.make_plan: {kind}={target} reached only {best_got:.3f}x, outside the {tol:.0%} tolerance: "
             "the kept counts move in coarse steps here (narrow groups, round_to, or isomorphic ranking, which "

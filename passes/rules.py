@@ -155,6 +155,10 @@ def register_rule(
     """
 
     def deco(fn: Rule) -> Rule:
+        # every check before any change: a refused registration leaves the tables as they were
+        for table, spellings, kind in ((_FUNCS, functions, "function"), (_METHODS, methods, "method")):
+            for spelling in spellings:
+                _check_claim(table, spelling, key, replace, kind)
         if when is not None:
             if key not in RULES:
                 raise DuplicateOpError(f"register_rule({key!r}, when=...): no base rule {key!r} to specialize")
@@ -166,27 +170,28 @@ def register_rule(
                     f"{_defined_at(fn)}. Pass replace=True to replace it, or when=... to specialize it."
                 )
             RULES[key] = fn
-            _VARIANTS.pop(key, None) if replace else None
-            (ZERO_MOVES.add if moves_zeros else ZERO_MOVES.discard)(key)
+            if replace:
+                _VARIANTS.pop(key, None)
+            if moves_zeros:
+                ZERO_MOVES.add(key)
+            else:
+                ZERO_MOVES.discard(key)
             sig = inspect.signature(fn)
             _SIGS[key] = sig.replace(parameters=list(sig.parameters.values())[1:])
-        for f in functions:
-            _claim(_FUNCS, f, key, replace, "function")
-        for m in methods:
-            _claim(_METHODS, m, key, replace, "method")
+        _FUNCS.update(dict.fromkeys(functions, key))
+        _METHODS.update(dict.fromkeys(methods, key))
         return fn
 
     return deco
 
 
-def _claim(table: dict, spelling: Any, key: str, replace: bool, kind: str) -> None:
+def _check_claim(table: dict, spelling: Any, key: str, replace: bool, kind: str) -> None:
     old = table.get(spelling)
     if old is not None and old != key and not replace:
         raise DuplicateOpError(
             f"register_rule: the {kind} {getattr(spelling, '__name__', spelling)!r} already reaches rule {old!r} "
             f"({_defined_at(RULES.get(old))}); it cannot also reach {key!r} unless replace=True"
         )
-    table[spelling] = key
 
 
 def rule_for(key: str, ctx: Any, args: tuple, kwargs: dict) -> Rule:
@@ -209,18 +214,22 @@ def key_of(target: Any) -> str | None:
     return _FUNCS.get(target)
 
 
-def list_ops() -> dict[str, dict[str, list[str]]]:
-    """Every rule key with the spellings that reach it: functions, methods, module classes,
-    and whether a rewrite hook is registered."""
-    out: dict[str, dict[str, list[str]]] = {k: {"functions": [], "methods": [], "modules": []} for k in RULES}
+def list_ops() -> dict[str, dict[str, Any]]:
+    """Every rule key with the spellings that reach it (functions, methods, module classes)
+    and whether a rewrite hook is registered for it."""
+    out: dict[str, dict[str, Any]] = {}
+
+    def entry(k: str) -> dict[str, Any]:
+        return out.setdefault(k, {"functions": [], "methods": [], "modules": [], "rewrite": k in _REWRITES})
+
+    for k in RULES:
+        entry(k)
     for f, k in _FUNCS.items():
-        out.setdefault(k, {"functions": [], "methods": [], "modules": []})["functions"].append(str(getattr(f, "__name__", f)))
+        entry(k)["functions"].append(str(getattr(f, "__name__", f)))
     for m, k in _METHODS.items():
-        out.setdefault(k, {"functions": [], "methods": [], "modules": []})["methods"].append(m)
+        entry(k)["methods"].append(m)
     for c, (k, _) in _MODULES.items():
-        out.setdefault(k, {"functions": [], "methods": [], "modules": []})["modules"].append(c.__name__)
-    for k, v in out.items():
-        v["rewrite"] = ["yes"] if k in _REWRITES else []
+        entry(k)["modules"].append(c.__name__)
     return out
 
 

@@ -106,3 +106,30 @@ def test_clamp_min_and_max_spellings_reach_the_clamp_rule(how):
     assert small.a.out_channels == 8
     assert fxprune.verify(model, small, x).passed
     assert key_of("clamp_min") == key_of(torch.clamp_max) == key_of(torch.ops.aten.clamp_min.default) == "clamp"
+
+
+def test_registering_an_op_twice_raises_unless_replaced_and_when_specializes():
+    from fxprune.passes.rules import RULES, DuplicateOpError, list_ops, register_rule, rule_for
+
+    with pytest.raises(DuplicateOpError, match="'roll' already has a rule"):
+        register_rule("roll")(lambda ctx, input, shifts, dims=None: input.axes)
+    with pytest.raises(DuplicateOpError, match="already reaches rule 'roll'"):
+        register_rule("test_my_roll", torch.roll)(lambda ctx, input, shifts, dims=None: input.axes)
+    assert "test_my_roll" not in RULES and key_of(torch.roll) == "roll"  # a refused registration changes nothing
+    with pytest.raises(DuplicateOpError, match="no base rule"):
+        register_rule("test_no_such_base", when=lambda ctx, *a, **k: True)(lambda ctx, *a, **k: None)
+
+    base = RULES["flip"]
+    special = register_rule("flip", when=lambda ctx, input, dims: dims == (99,))(lambda ctx, input, dims: input.axes)
+    try:
+        assert rule_for("flip", None, ("x",), {"dims": (99,)}) is special
+        assert rule_for("flip", None, ("x",), {"dims": (0,)}) is base
+        replaced = register_rule("flip", replace=True, moves_zeros=True)(base)  # replace drops specializations
+        assert replaced is base and rule_for("flip", None, ("x",), {"dims": (99,)}) is base
+    finally:
+        from fxprune.passes import rules as r
+
+        r._VARIANTS.pop("flip", None)
+    ops = list_ops()
+    assert "torch.flip" not in ops and "flip" in ops["flip"]["methods"] and not ops["flip"]["rewrite"]
+    assert "Conv2d" in ops["conv"]["modules"]
