@@ -258,18 +258,20 @@ class _Analyzer:
     def _defer_contraction(self, node: fx.Node, a: Val, da: int, b: Val, db: int) -> bool:
         """Record a contraction between two activations for zero-tracking; False (the rule
         marks it approximate) when an operand is not one of the node's inputs."""
-        found = {id(self.env.get(n.name)): n for n in node.all_input_nodes}
-        na, nb = found.get(id(a)), found.get(id(b))
+        na, nb = self._operand(node, a), self._operand(node, b)
         if na is None or nb is None:
             return False
         self.contractions.append((node.name, a.axes[da], na, nb))
         return True
 
+    def _operand(self, node: fx.Node, v: Val) -> fx.Node | None:
+        """The input node of ``node`` whose value ``v`` is (None: ``v`` is not an input)."""
+        return next((n for n in node.all_input_nodes if self.env.get(n.name) is v), None)
+
     def _defer_zero(self, node: fx.Node, v: Val, d: int, kind: str, reason: str) -> bool:
         """Record a zero-safe reduction of ``v`` over dim ``d`` for zero-tracking; False (the
         rule applies ``kind`` now) when ``v`` is not one of the node's inputs."""
-        found = {id(self.env.get(n.name)): n for n in node.all_input_nodes}
-        operand = found.get(id(v))
+        operand = self._operand(node, v)
         if operand is None:
             return False
         self.zero_reductions.append((node.name, v.axes[d], operand, kind, reason))
