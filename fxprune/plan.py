@@ -533,8 +533,7 @@ def choose(gm: fx.GraphModule, remove: Mapping[str, Iterable[int]], base: Plan |
         raise PlanError("fxprune: choosing indices needs an analyzed graph; run fxprune.analyze first")
     if base is None:
         base = make_plan(gm, 0.0, scores={c.id: torch.zeros(c.size) for c in analysis.prunable()})
-    classes = {c.id: c for c in analysis.classes}
-    groups = {g.id: g for g in base.groups}
+    groups = {g.id for g in base.groups}
     params = dict(gm.named_parameters(remove_duplicate=False))
     modules = dict(gm.named_modules())
     keep = dict(base.keep)
@@ -560,7 +559,7 @@ def choose(gm: fx.GraphModule, remove: Mapping[str, Iterable[int]], base: Plan |
                 f"fxprune: remove[{key!r}]: {fqn} dim {dim} is a product of several groups ({lay}), e.g. a grouped "
                 "conv's groups x channels per group; name a layer whose dim is one group"
             )
-        info = classes[lay.cls]
+        info = analysis.classes[lay.cls]  # classes are indexed by id
         if info.pinned is not None:
             raise PlanError(f"fxprune: remove[{key!r}]: {fqn} dim {dim} keeps every index: {info.pinned}")
         if lay.cls not in groups:
