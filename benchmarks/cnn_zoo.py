@@ -22,10 +22,10 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import randomize_  # noqa: E402
 from test_zoo import ALL  # noqa: E402
 
 import fxprune  # noqa: E402
+from fxprune.testing import randomize_
 
 
 def main() -> None:

@@ -85,9 +85,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import randomize_  # noqa: E402
-
 import fxprune  # noqa: E402
+from fxprune.testing import randomize_
 from fxprune.verify import relative_error  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,10 +4,10 @@ import copy
 
 import pytest
 import torch
-from conftest import randomize_
 from torch import nn
 
 import fxprune
+from fxprune.testing import randomize_, snapshot, unchanged
 
 
 class _Small(nn.Module):
@@ -34,15 +34,6 @@ def _model() -> nn.Module:
 
 
 X = torch.randn(2, 3, 8, 8)
-
-
-def _snapshot(m: nn.Module) -> dict:
-    return {k: v.clone() for k, v in m.state_dict().items()}
-
-
-def _unchanged(m: nn.Module, snap: dict) -> bool:
-    now = m.state_dict()
-    return now.keys() == snap.keys() and all(torch.equal(now[k], snap[k]) for k in snap)
 
 
 def test_compile_prunes_and_proves() -> None:
@@ -114,10 +105,10 @@ def test_plan_for_another_model_is_refused() -> None:
 @pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5, "half", True])
 def test_bad_ratio(ratio: object) -> None:
     m = _model()
-    snap = _snapshot(m)
+    snap = snapshot(m)
     with pytest.raises(ValueError, match=r"ratio must be in \[0, 1\)"):
         fxprune.compile(m, ratio, example_inputs=X)  # type: ignore[arg-type]
-    assert _unchanged(m, snap)
+    assert unchanged(m, snap)
 
 
 def test_not_a_module() -> None:
@@ -142,29 +133,29 @@ def test_untraceable_model_quotes_the_failure() -> None:
             return x
 
     m = Branchy()
-    snap = _snapshot(m)
+    snap = snapshot(m)
     with pytest.raises(fxprune.CaptureError, match="symbolic_trace could not trace Branchy") as e:
         fxprune.compile(m, 0.5, example_inputs=X)
     assert "Try:" in str(e.value)
-    assert _unchanged(m, snap) and m.training
+    assert unchanged(m, snap) and m.training
 
 
 def test_inputs_that_do_not_run_the_model() -> None:
     m = _model()
-    snap = _snapshot(m)
+    snap = snapshot(m)
     with pytest.raises(fxprune.CaptureError, match=r"example inputs \(\(2, 5, 8, 8\) float32\) do not run _Small"):
         fxprune.compile(m, 0.5, example_inputs=torch.randn(2, 5, 8, 8))
-    assert _unchanged(m, snap)
+    assert unchanged(m, snap)
 
 
 def test_model_untouched_and_modes_kept() -> None:
     """compile leaves parameters, buffers and train/eval flags as they were; the pruned
     module takes the model's flags."""
     m = _model().train()
-    snap = _snapshot(m)
+    snap = snapshot(m)
     structure = copy.deepcopy(m)
     out = fxprune.compile(m, 0.5, example_inputs=X, verify=True)
-    assert _unchanged(m, snap)
+    assert unchanged(m, snap)
     assert m.training and all(a.training == b.training for a, b in zip(m.modules(), structure.modules()))
     assert out.training and out.b1.training
     assert m.c1.out_channels == 16

@@ -8,12 +8,12 @@ import importlib.metadata
 import pytest
 import torch
 import torchvision
-from conftest import randomize_
 from fxprune.passes.keys import REPORT
 from torch import nn
 
 import fxprune
 from fxprune.dynamo import StaleWeightsError, state_fqn
+from fxprune.testing import randomize_
 
 
 @pytest.fixture(autouse=True)

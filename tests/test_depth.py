@@ -10,13 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from conftest import randomize_
 from fxprune.passes.blocks import find_blocks, remove_blocks, zero_blocks
 from torch import nn
 from torchvision.ops import StochasticDepth
 
 import fxprune
 from fxprune.depth import block_scores, linear_cka
+from fxprune.testing import randomize_
 from fxprune.verify import relative_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")

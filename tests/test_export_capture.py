@@ -9,20 +9,11 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randomize_
 from fxprune.passes.aten import ALIASES
 from torch import fx, nn
 
 import fxprune
-
-
-def _snapshot(m: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in m.state_dict().items()}
-
-
-def _unchanged(m: nn.Module, snap: dict[str, torch.Tensor]) -> bool:
-    sd = m.state_dict()
-    return set(sd) == set(snap) and all(torch.equal(sd[k], v) for k, v in snap.items())
+from fxprune.testing import randomize_, snapshot, unchanged
 
 
 def _shapes(m: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -55,7 +46,7 @@ class _ShapeBranch(nn.Module):
 def test_shape_dependent_control_flow_falls_back_to_export() -> None:
     m = randomize_(_ShapeBranch()).train()
     x = torch.randn(3, 8)
-    snap = _snapshot(m)
+    snap = snapshot(m)
     with pytest.raises(torch.fx.proxy.TraceError):
         fx.symbolic_trace(m)
     small = fxprune.compile(m, 0.5, example_inputs=x, exact=True, verify=True)
@@ -66,7 +57,7 @@ def test_shape_dependent_control_flow_falls_back_to_export() -> None:
     # the hidden layer is halved; the branch taken (b) is pruned, the other (c) is not in the graph
     assert small.a.weight.shape == (16, 8) and small.b.weight.shape == (4, 16)
     assert _n_params(small) < _n_params(m)
-    assert _unchanged(m, snap) and m.training  # the user's model and its mode are untouched
+    assert unchanged(m, snap) and m.training  # the user's model and its mode are untouched
     # independently of the report: the pruned module equals the masked original
     res = fxprune.verify(m, small, x)
     assert res.passed, res
@@ -279,7 +270,7 @@ def _logits(out):
 )
 def test_hugging_face_exact(make) -> None:
     m, x = _hf(make)
-    snap = _snapshot(m)
+    snap = snapshot(m)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         small = fxprune.compile(m, 0.5, example_inputs=x, exact=True, verify=True)
@@ -290,7 +281,7 @@ def test_hugging_face_exact(make) -> None:
     assert _n_params(small) < _n_params(m)
     # the original FQNs: the pruned module's state_dict keys are the model's
     assert set(small.state_dict()) == set(m.state_dict())
-    assert _unchanged(m, snap) and m.training
+    assert unchanged(m, snap) and m.training
     with torch.no_grad():
         ref, got = m.eval()(*x), small(*x)
     m.train()

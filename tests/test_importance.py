@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from conftest import randomize_
 from torch import nn
 
 import fxprune
 from fxprune.importance import BNScale, Hessian, Magnitude, Random, Taylor, ZeroShot, normalize
+from fxprune.testing import randomize_
 
 
 class _Block(nn.Module):

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from conftest import randomize_
 from torch import nn
 
 import fxprune
 from fxprune.io import MANIFEST_FILE, PLAN_FILE, WEIGHTS_FILE, SaveFormatError
+from fxprune.testing import randomize_
 
 REPO = Path(__file__).resolve().parents[1]
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))

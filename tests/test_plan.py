@@ -3,10 +3,10 @@
 import pytest
 import torch
 import torchvision
-from conftest import randomize_
 from torch import nn
 
 import fxprune
+from fxprune.testing import randomize_
 
 
 class _Net(nn.Module):

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from conftest import randomize_
 from fxprune.passes.rules import Ctx, register_module, register_rule
 from torch import fx, nn
 
 import fxprune
+from fxprune.testing import randomize_
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,15 +5,13 @@ analysis cannot prove keep their channels and are named."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
-from conftest import randomize_
 from models_gnn import DGCNN, GAT, random_graph
 from torch import nn
 
 import fxprune
+from fxprune.testing import compile_checked, randomize_
 
 _GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
 
@@ -58,16 +56,11 @@ def _kept(plan: fxprune.Plan, member: tuple[str, int]) -> int:
 
 
 def _compile_checked(model: nn.Module, x: tuple, ratio: float = 0.5) -> tuple[torch.fx.GraphModule, object]:
-    """Exact-mode compile + masked-equals-pruned + fewer parameters + original untouched."""
-    before = copy.deepcopy(model.state_dict())
-    small = fxprune.compile(model, ratio, example_inputs=x, exact=True)
-    report = small.meta["fxprune.report"]
-    res = fxprune.verify(model, small, x)
-    assert res.passed and res.max_rel_err <= 1e-4, f"{res}\n{report.details()}"
+    """Exact-mode compile + masked-equals-pruned + original untouched (``compile_checked``),
+    fewer parameters, no op without a rule, the traced state_dict keys."""
+    small, report, _ = compile_checked(model, ratio, x, exact=True)
     assert report.params_after < report.params_before, report.details()
     assert not report.analysis.unsupported, report.details()
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, before[k]), f"original {k} was modified"
     assert set(small.state_dict()) == set(fxprune.analyze(model, x).state_dict())
     return small, report
 

@@ -9,11 +9,11 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randomize_
 from torch import fx, nn
 
 import fxprune
 from fxprune.modules import PrunedMultiheadAttention
+from fxprune.testing import compile_checked, randomize_
 
 E, H, D, N = 32, 4, 8, 6
 
@@ -21,15 +21,9 @@ E, H, D, N = 32, 4, 8, 6
 def _check(model: nn.Module, x, *, ratio=0.5, exact=True, heads="heads"):
     randomize_(model)
     model.eval()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    out = fxprune.compile(model, ratio, example_inputs=x, exact=exact, heads=heads)
-    res = fxprune.verify(model, out, x)
-    rep = out.meta["fxprune.report"]
-    assert res.passed and res.max_rel_err <= 1e-4, f"{res}\n{rep.details()}\n{out.code}"
+    out, rep, res = compile_checked(model, ratio, x, exact=exact, heads=heads)
     assert rep.params_after < rep.params_before, rep.details()
     assert not rep.unsupported, rep
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, before[k]), f"{k} was modified"
     return out, rep, res
 
 

@@ -6,9 +6,9 @@ A fast subset runs by default; the whole list runs with ``pytest -m zoo``.
 import pytest
 import torch
 import torchvision
-from conftest import randomize_
 
 import fxprune
+from fxprune.testing import randomize_
 from fxprune.verify import relative_error
 
 _FAMILIES = (

@@ -131,7 +131,8 @@ def test_torch_pruning_check_can_fail() -> None:
 
 def _resnet18_32() -> tuple[nn.Module, tuple]:
     import torchvision
-    from conftest import randomize_
+
+    from fxprune.testing import randomize_
 
     torch.manual_seed(0)
     model = randomize_(torchvision.models.resnet18().eval())

@@ -13,11 +13,11 @@ import socket
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randomize_
 from torch import nn
 
 import fxprune
 from fxprune.importance import slice_stats
+from fxprune.testing import randomize_
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
