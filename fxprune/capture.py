@@ -9,8 +9,11 @@ Two ways to capture, tried in this order by ``capture="auto"`` (the default):
   Hugging Face ``transformers`` models trace. The graph holds ATen ops
   (``torch.ops.aten.linear.default``, ...), which ``passes/aten.py`` maps onto the same rules.
   Its parameters and buffers keep your model's FQNs (``model.layers.0.mlp.up_proj.weight``).
-  The graph is specialized to the example inputs' shapes and to eval mode: the pruned
-  module runs on inputs of those shapes (its guards say so otherwise).
+  Every input dim is exported as ``Dim.AUTO`` (a size-1 dim at size 2, since export fixes
+  sizes 0 and 1), so the graph takes other batch sizes, lengths and resolutions; a dim the
+  model's code fixes (channels, a literal) stays static, and ``gm.meta["fxprune.static_dims"]``
+  (and the report) lists each static dim with the reason. The graph is the eval-mode forward.
+  A Hugging Face model's cache is off while it is captured (``config.use_cache`` on the copy).
 
 ``gm.meta["fxprune.capture"]`` says which one was used ("symbolic_trace" or
 "torch.export"); the report prints it.
@@ -30,6 +33,7 @@ import operator
 import types
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,11 +41,11 @@ from torch import fx, nn
 
 from .errors import CaptureError
 from .passes.dependency import propagate
-from .passes.keys import CAPTURE
+from .passes.keys import CAPTURE, STATIC_DIMS
 from .passes.rules import has_module_rule
-from .passes.state import carry_unreferenced
+from .passes.state import carry_unreferenced, keep_state_keys
 
-__all__ = ["capture", "as_inputs", "CAPTURES"]
+__all__ = ["capture", "as_inputs", "CAPTURES", "StaticDim"]
 
 #: accepted values of ``capture=``
 CAPTURES = ("auto", "fx", "export")
@@ -142,13 +146,27 @@ class _Tracer(fx.Tracer):
         return has_module_rule(type(m)) or super().is_leaf_module(m, module_qualified_name)
 
 
+def _cache_off(work: nn.Module) -> None:
+    """Turn off a Hugging Face model's KV cache (``config.use_cache``) on the copy being
+    captured: with it on, the forward returns a ``DynamicCache``, which torch.export cannot
+    output, and the cache is no part of the pruned forward. ``work`` is a deep copy, so its
+    config objects are its own and the user's stay as they were."""
+    for m in work.modules():
+        cfg = m.__dict__.get("config")
+        if getattr(cfg, "use_cache", None) is True:
+            cfg.use_cache = False
+
+
 def _by_symbolic_trace(model: nn.Module) -> fx.GraphModule:
     work = _copy(model)
+    _cache_off(work)
+    keys = list(work.state_dict())
     modes = {name: m.training for name, m in work.named_modules()}
     work.eval()
     tracer = _Tracer()
     gm = fx.GraphModule(work, tracer.trace(work), type(work).__name__)
     carry_unreferenced(work, gm)  # unread parameters, buffers and submodules keep their keys
+    keep_state_keys(gm, keys)  # fx's _tensor_constant* are not the model's state
     for name, m in gm.named_modules():
         if name in modes:
             m.training = modes[name]
@@ -156,11 +174,139 @@ def _by_symbolic_trace(model: nn.Module) -> fx.GraphModule:
     return gm
 
 
+@dataclass(frozen=True)
+class StaticDim:
+    """An input dim that a torch.export capture fixes: the graph (and the pruned module) runs
+    only at this size there."""
+
+    input: str  #: the graph's placeholder (the forward's parameter name)
+    dim: int
+    size: int
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.input} dim {self.dim} stays {self.size}: {self.why}"
+
+
+_SPECIALIZED = "the model's code fixes it (torch.export specialized Dim.AUTO: it meets a weight, or a literal)"
+
+
+def _export_dynamic(work: nn.Module, inputs: tuple) -> tuple[Any, dict[tuple[int, int], str]]:
+    """``torch.export.export`` with every dim of every tensor input ``Dim.AUTO``.
+
+    Export fixes sizes 0 and 1, so a dim of size 1 in the example (a batch of one) is
+    exported at size 2 (the example repeated along it): the graph then runs at 1 and at any
+    other size. Where export refuses, it falls back: the size-1 dims left at 1 (then widened
+    one at a time), else a static export and the dims made dynamic one at a time. Returns
+    the program and, for each (tensor input, dim) left static by a refusal, why."""
+    from torch.export import Dim
+    from torch.utils._pytree import tree_flatten, tree_unflatten
+
+    leaves, spec = tree_flatten(inputs)
+    tensors = [i for i, a in enumerate(leaves) if isinstance(a, torch.Tensor)]
+    dims = [(t, d) for t, i in enumerate(tensors) for d in range(leaves[i].dim())]
+    ones = [(t, d) for t, d in dims if leaves[tensors[t]].shape[d] == 1]
+
+    def attempt(dynamic: set, widen: set) -> Any:
+        args, shapes = list(leaves), [None] * len(leaves)
+        for t, i in enumerate(tensors):
+            a = leaves[i]
+            for d in range(a.dim()):
+                if (t, d) in widen:
+                    a = torch.cat([a, a], d)
+            args[i] = a
+            shapes[i] = {d: Dim.AUTO for d in range(a.dim()) if (t, d) in dynamic}
+        ep = torch.export.export(
+            work, tree_unflatten(args, spec), dynamic_shapes=tree_unflatten(shapes, spec), strict=False
+        )
+        if widen:  # export checks no lower bound at run time: a branch on the size would go unseen
+            with torch.no_grad():
+                same = _same_outputs(ep.module()(*inputs), work(*inputs))
+            if not same:
+                raise CaptureError(
+                    "at size 1 the model computes other outputs than its graph exported at size 2 "
+                    "(its code branches on the size)"
+                )
+        return ep
+
+    refused: dict[tuple[int, int], str] = {}
+    try:
+        return attempt(set(dims), set(ones)), refused
+    except Exception as e:  # noqa: BLE001 - any refusal: fall back, dim by dim, and say so
+        first = e
+    if ones:  # perhaps only a widened size-1 dim was refused
+        try:
+            ep = attempt(set(dims), set())
+        except Exception:  # noqa: BLE001
+            pass
+        else:
+            widen: set = set()
+            for td in ones if len(ones) > 1 else ():
+                try:
+                    ep = attempt(set(dims), widen | {td})
+                    widen.add(td)
+                except Exception:  # noqa: BLE001
+                    pass
+            why = f"size 1 in the example (torch.export fixes sizes 0 and 1), and export at size 2 failed: {_first_line(first)}"
+            refused.update({td: why for td in ones if td not in widen})
+            return ep, refused
+    ep = torch.export.export(work, inputs, strict=False)  # static; its failure is the user's to see
+    dynamic: set = set()
+    for td in dims:  # then the dims one by one
+        try:
+            ep = attempt(dynamic | {td}, set())
+            dynamic.add(td)
+        except Exception:  # noqa: BLE001
+            refused[td] = f"torch.export refused it dynamic: {_first_line(first)}"
+    return ep, refused
+
+
+def _tensors(out: Any) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, Mapping):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _tensors(o)]
+    return []
+
+
+def _same_outputs(a: Any, b: Any) -> bool:
+    ta, tb = _tensors(a), _tensors(b)
+    if len(ta) != len(tb):
+        return False
+    for x, y in zip(ta, tb):
+        if x.shape != y.shape:
+            return False
+        if not y.is_floating_point():
+            if not torch.equal(x, y):
+                return False
+        elif y.numel() and not torch.allclose(x.double(), y.double(), rtol=1e-4, atol=1e-4 * float(y.abs().max())):
+            return False
+    return True
+
+
+def _static_dims(gm: fx.GraphModule, refused: dict[tuple[int, int], str]) -> tuple[StaticDim, ...]:
+    from torch.fx.experimental.symbolic_shapes import is_concrete_int
+
+    out = []
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder" and isinstance(n.meta.get("val"), torch.Tensor)]
+    for t, node in enumerate(placeholders):
+        for d, size in enumerate(node.meta["val"].shape):
+            if is_concrete_int(size):  # a SymInt that export specialized is concrete too
+                out.append(StaticDim(node.name, d, int(size), refused.get((t, d), _SPECIALIZED)))
+    return tuple(out)
+
+
 def _by_export(model: nn.Module, inputs: tuple) -> fx.GraphModule:
     work = _copy(model).eval()
-    ep = torch.export.export(work, inputs, strict=False)
+    _cache_off(work)
+    keys = list(work.state_dict())
+    ep, refused = _export_dynamic(work, inputs)
     gm = ep.module()
+    gm.meta[STATIC_DIMS] = _static_dims(gm, refused)
     carry_unreferenced(work, gm)
+    keep_state_keys(gm, keys)  # lifted constants, tensor attributes: not the model's state
     # ExportedProgram.module() makes train()/eval() raise. Its graph is the eval-mode forward
     # whatever the flag says; fxprune's passes set the flag (propagate, verify), so the
     # nn.Module methods come back, and train() warns once that the graph stays eval-mode

@@ -189,6 +189,8 @@ def make_report(model: str, gm: Any, pruned: nn.Module, plan: Plan, inputs: tupl
             notes.append(hw.get("gave_up") or f"end to end on the example inputs: {e['pruned']:.2f} ms pruned vs "
                          f"{e['original']:.2f} ms original, pruned faster in "
                          f"{e.get('pruned_faster_in', float('nan')):.0%} of the paired rounds")  # fmt: skip
+    # torch.export: the input dims the graph is fixed to (the others take any size)
+    notes.extend(f"static input dim: {d}" for d in gm.meta.get("fxprune.static_dims", ()))
     return Report(
         model=model,
         notes=notes,

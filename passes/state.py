@@ -9,9 +9,12 @@ user's checkpoint code relies on. ``carry_unreferenced`` puts them back under th
 
 from __future__ import annotations
 
-from torch import nn
+from collections.abc import Iterable
 
-__all__ = ["carry_unreferenced"]
+import torch
+from torch import fx, nn
+
+__all__ = ["carry_unreferenced", "keep_state_keys"]
 
 
 def carry_unreferenced(src: nn.Module, dst: nn.Module) -> list[str]:
@@ -45,3 +48,35 @@ def carry_unreferenced(src: nn.Module, dst: nn.Module) -> list[str]:
         for sub, sm in m.named_modules(prefix=name, remove_duplicate=False):
             have[sub] = sm
     return added
+
+
+def keep_state_keys(dst: nn.Module, keys: Iterable[str]) -> list[str]:
+    """Make every buffer of ``dst`` whose name is not in ``keys`` (the model's state_dict keys)
+    non-persistent: the tensors a capture adds (fx's ``_tensor_constant*``, torch.export's
+    lifted constants and tensor attributes such as a ``stride``) stay usable but out of
+    ``state_dict``, so the pruned module saves and loads with the model's own keys. Returns the
+    names it changed."""
+    keys = set(keys)
+    changed: list[str] = []
+    if isinstance(dst, fx.GraphModule):
+        # a plain tensor attribute the graph reads (torch.export's lifted constants) becomes a
+        # non-persistent buffer: a GraphModule built from this one would register it as a
+        # persistent one, and ``.to(device)`` moves buffers, not plain attributes
+        for node in dst.graph.nodes:
+            if node.op != "get_attr":
+                continue
+            owner, _, name = node.target.rpartition(".")
+            mod = dst.get_submodule(owner) if owner else dst
+            t = mod.__dict__.get(name)
+            if isinstance(t, torch.Tensor) and not isinstance(t, nn.Parameter):
+                delattr(mod, name)
+                mod.register_buffer(name, t, persistent=False)
+    for fqn, _ in dst.named_buffers(remove_duplicate=False):
+        if fqn in keys:
+            continue
+        owner, _, name = fqn.rpartition(".")
+        mod = dst.get_submodule(owner) if owner else dst
+        if name not in mod._non_persistent_buffers_set:
+            mod._non_persistent_buffers_set.add(name)
+            changed.append(fqn)
+    return changed
