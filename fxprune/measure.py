@@ -7,8 +7,8 @@ stream around it (from the call's first kernel to the end of its last, launch ga
 included); the events are read after one final synchronize. On the CPU the timer is
 ``time.perf_counter`` around each call.
 
-A leaf module: it imports nothing else of fxprune, so the library and the benchmark scripts
-share one timer.
+A leaf module: it imports nothing else of fxprune (only the passes' op records, for their
+FLOP formulas), so the library and the benchmark scripts share one timer and one MAC count.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from .passes import ops as _ops  # noqa: F401 - every record, with its FLOP formulas
+from .passes.registry import install_flop_formulas
 
 __all__ = [
     "device_of", "synchronize", "time_calls", "interleaved", "models_ms", "spread", "eval_no_grad", "train_modes", "restore_modes",
@@ -179,7 +182,12 @@ def count_params(m: nn.Module) -> int:
 
 
 def count_macs(m: nn.Module, inputs: tuple) -> int:
-    """Multiply-accumulates of one forward pass, from torch.utils.flop_counter (FLOPs / 2)."""
+    """Multiply-accumulates of one forward pass, from torch.utils.flop_counter (FLOPs / 2).
+
+    The op records' FLOP formulas (ATen ops the counter does not know: CPU attention and LSTM
+    kernels, MultiheadAttention's fast path) go into torch's flop registry here, on the first
+    count, not when fxprune is imported."""
+    install_flop_formulas()
     modes = train_modes(m)
     # parameters stop requiring grad while counting: under no_grad a view of a parameter
     # (x = p.expand(...)) still "requires grad" without a grad_fn, which the flop counter's

@@ -1,24 +1,27 @@
-"""ATen spellings: the ops of a ``torch.export`` graph, mapped onto the rules of ``rules.py``.
+"""ATen spellings of the core, attention and recurrent records, and the ATen-only ops.
 
 ``torch.export`` graphs call ATen overloads (``torch.ops.aten.linear.default``,
 ``aten.view.default``, ``aten.add.Tensor``, ...) instead of ``F.linear``, ``.view`` or
-``operator.add``. Each overload is mapped here, in one place, to the canonical key of the
-rule table:
+``operator.add``. This module is imported last by ``ops.py``, so every record it adds
+spellings to exists:
 
-- ``_SAME``: overloads whose arguments come in the same order as the rule's (the torch
-  function's), so the rule binds them as they are.
-- the rules below: overloads whose arguments differ (``aten.embedding(weight, indices)``,
-  ``aten.slice.Tensor(x, dim, start, end, step)``, ``aten.batch_norm(x, weight, bias, mean,
-  var, ...)``, ...), or ops only export graphs have (``aten.sym_size.int``,
-  ``aten._assert_tensor_metadata``, ``aten.arange``, the grad-mode switches of an inlined
-  ``torch.no_grad()`` region). Their size literals are re-derived by the hooks of the same
-  keys in ``rewrite.py``.
+- ``_SAME``: overloads whose arguments come in the same order as a record's rule (the torch
+  function's), added to that record (``register_spellings``): the same record, so the same
+  rule, rewrite hook, zero behaviour and block role. A new op lists its ATen overloads in its
+  own ``register_rule`` call instead (``torch.flip``, ``torch.roll``, ``torch.topk``).
+- the rules below: ops only export graphs have, whose arguments differ from every torch
+  spelling (``aten.slice.Tensor(x, dim, start, end, step)``, ``aten.select.int``, the decomposed
+  batch and layer norms, ``aten.convolution``, ``aten.addmm``, ``aten.sym_size.int``,
+  ``aten._assert_tensor_metadata``, the grad-mode switches of an inlined ``torch.no_grad()``
+  region), each a record of its own.
 
 An overload that is in neither has no rule: the analysis pins what it touches and names it.
+``tests/passes/test_parity.py`` checks that every torch spelling with a same-named ATen
+overload reaches the same record.
 
 Example:
-    >>> from fxprune.passes.rules import _FUNCS
-    >>> _FUNCS[torch.ops.aten.linear.default]
+    >>> from fxprune.passes.registry import key_of
+    >>> key_of(torch.ops.aten.linear.default)
     'linear'
 """
 
@@ -29,7 +32,6 @@ from typing import Any
 import torch
 
 from .rules import (
-    _FUNCS,
     Ctx,
     Val,
     _batch_norm,
@@ -43,9 +45,10 @@ from .rules import (
     _pad,
     register_module,
     register_rule,
+    register_spellings,
 )
 
-__all__ = ["ALIASES"]
+__all__: list[str] = []
 
 aten = torch.ops.aten
 
@@ -63,97 +66,121 @@ def _ops(*names: str) -> list[Any]:
 
 #: canonical rule key -> ATen overloads whose arguments bind to that rule as they are
 _SAME: dict[str, list[str]] = {
-    "unary": [
+    "unary_zero": [
         "relu.default", "relu_.default", "gelu.default", "gelu_.default", "silu.default", "silu_.default",
-        "sigmoid.default", "tanh.default", "neg.default", "rsqrt.default", "sqrt.default", "exp.default",
-        "log.default", "abs.default", "cos.default", "sin.default", "erf.default", "clone.default",
-        "contiguous.default", "alias.default", "detach.default", "detach_.default", "lift_fresh_copy.default",
-        "dropout.default", "feature_dropout.default", "alpha_dropout.default", "to.dtype", "to.dtype_layout",
-        "to.device", "to.other", "_to_copy.default", "type_as.default", "hardtanh.default", "hardtanh_.default",
-        "hardswish.default", "hardswish_.default", "hardsigmoid.default", "leaky_relu.default", "elu.default",
-        "mish.default", "softplus.default", "relu6.default", "zeros_like.default", "ones_like.default", "full_like.default",
-        "empty_like.default", "square.default", "reciprocal.default", "sign.default", "logical_not.default",
-        "bitwise_not.default", "isnan.default", "erfc.default", "log1p.default", "expm1.default",
-        "tanh_.default", "sigmoid_.default", "exp2.default",
+        "tanh.default", "tanh_.default", "neg.default", "neg_.default", "sqrt.default", "sqrt_.default", "abs.default",
+        "abs_.default", "sin.default", "erf.default", "square.default", "sign.default", "floor.default",
+        "ceil.default", "round.default", "round.decimals", "trunc.default", "clone.default", "contiguous.default",
+        "alias.default", "detach.default", "detach_.default", "lift_fresh_copy.default", "dropout.default",
+        "feature_dropout.default", "alpha_dropout.default", "feature_alpha_dropout.default", "to.dtype",
+        "to.dtype_layout", "to.device", "to.other", "to.prim_Device", "to.prim_dtype", "to.prim_other",
+        "_to_copy.default", "type_as.default", "cpu.default", "cuda.default", "hardtanh.default", "hardtanh_.default",
+        "hardswish.default", "hardswish_.default", "leaky_relu.default", "elu.default", "selu.default",
+        "celu.default", "mish.default", "relu6.default", "hardshrink.default", "softshrink.default",
     ],
+    "unary": [
+        "sigmoid.default", "sigmoid_.default", "rsqrt.default", "exp.default", "exp_.default", "log.default",
+        "log_.default", "cos.default", "hardsigmoid.default", "softplus.default", "log_sigmoid.default",
+        "rrelu.default", "zeros_like.default", "ones_like.default", "full_like.default", "empty_like.default",
+        "rand_like.default", "rand_like.generator", "randn_like.default", "randn_like.generator",
+        "reciprocal.default", "logical_not.default", "bitwise_not.default", "isnan.default", "isinf.default",
+        "isfinite.default", "erfc.default", "log1p.default", "expm1.default", "exp2.default", "log2.default",
+        "log10.default", "frac.default", "nan_to_num.default", "requires_grad_.default", "zero_.default",
+        "fill_.Scalar", "fill_.Tensor",
+    ],
+    "add": ["add.Tensor", "add.Scalar", "add_.Tensor", "add_.Scalar"],
+    "sub": ["sub.Tensor", "sub.Scalar", "sub_.Tensor", "sub_.Scalar", "subtract.Tensor", "subtract.Scalar"],
+    "rsub": ["rsub.Scalar", "rsub.Tensor"],
+    "mul": ["mul.Tensor", "mul.Scalar", "mul_.Tensor", "mul_.Scalar", "multiply.Tensor", "multiply.Scalar"],
+    "div": ["div.Tensor", "div.Scalar", "div.Tensor_mode", "div.Scalar_mode", "div_.Tensor", "div_.Scalar",
+            "div_.Tensor_mode", "div_.Scalar_mode", "divide.Tensor", "divide.Scalar", "divide.Tensor_mode",
+            "divide.Scalar_mode", "true_divide.Tensor", "true_divide.Scalar"],
+    "pow": ["pow.Tensor_Scalar", "pow.Tensor_Tensor", "pow.Scalar", "pow_.Scalar", "pow_.Tensor"],
     "elementwise": [
-        "add.Tensor", "add.Scalar", "add_.Tensor", "sub.Tensor", "sub.Scalar", "rsub.Scalar", "rsub.Tensor",
-        "mul.Tensor", "mul.Scalar", "mul_.Tensor", "div.Tensor", "div.Scalar", "div.Tensor_mode",
-        "div_.Tensor", "pow.Tensor_Scalar", "pow.Tensor_Tensor", "pow.Scalar", "floor_divide.default",
-        "remainder.Scalar", "remainder.Tensor", "fmod.Scalar", "maximum.default", "minimum.default",
+        "floor_divide.default", "floor_divide.Scalar", "remainder.Scalar", "remainder.Tensor",
+        "remainder.Scalar_Tensor", "fmod.Scalar", "fmod.Tensor", "maximum.default", "minimum.default",
         "eq.Tensor", "eq.Scalar", "ne.Tensor", "ne.Scalar", "lt.Tensor", "lt.Scalar", "le.Tensor",
         "le.Scalar", "gt.Tensor", "gt.Scalar", "ge.Tensor", "ge.Scalar", "__and__.Tensor", "__or__.Tensor",
-        "bitwise_and.Tensor", "bitwise_or.Tensor", "logical_and.default", "logical_or.default",
-        "masked_fill.Scalar", "masked_fill.Tensor", "masked_fill_.Scalar",
+        "bitwise_and.Tensor", "bitwise_and.Scalar", "bitwise_and.Scalar_Tensor", "bitwise_or.Tensor",
+        "bitwise_or.Scalar", "bitwise_or.Scalar_Tensor", "logical_and.default", "logical_or.default",
+        "logical_xor.default", "atan2.default", "hypot.default", "fmax.default", "fmin.default",
+        "masked_fill.Scalar", "masked_fill.Tensor", "masked_fill_.Scalar", "masked_fill_.Tensor",
     ],
     "clamp": ["clamp.default", "clamp.Tensor", "clamp_min.default", "clamp_max.default", "clamp_min.Tensor",
-              "clamp_max.Tensor", "clamp_.default", "clip.default"],
-    "norm": ["linalg_vector_norm.default", "norm.ScalarOpt_dim", "norm.Scalar"],
-    "where": ["where.self", "where.ScalarOther", "where.ScalarSelf", "where.Scalar"],
+              "clamp_max.Tensor", "clamp_.default", "clamp_.Tensor", "clamp_min_.default", "clamp_min_.Tensor",
+              "clamp_max_.default", "clamp_max_.Tensor", "clip.default", "clip.Tensor", "clip_.default",
+              "clip_.Tensor"],
+    "norm": ["linalg_vector_norm.default", "norm.ScalarOpt_dim", "norm.Scalar", "norm.ScalarOpt_dim_dtype",
+             "norm.ScalarOpt_dtype"],
+    "where": ["where.self", "where.ScalarOther", "where.ScalarSelf", "where.Scalar", "where.default"],
     "lerp": ["lerp.Tensor", "lerp.Scalar", "addcmul.default", "addcdiv.default"],
     "prelu": ["prelu.default", "_prelu_kernel.default"],
-    "conv": ["conv1d.default", "conv2d.default", "conv3d.default"],
+    "conv": ["conv1d.default", "conv2d.default", "conv3d.default", "conv1d.padding", "conv2d.padding",
+             "conv3d.padding"],
     "conv_transpose": ["conv_transpose1d.default", "conv_transpose2d.input", "conv_transpose3d.input"],
     "linear": ["linear.default"],
     "matmul": ["matmul.default", "mm.default", "bmm.default"],
     "einsum": ["einsum.default"],
+    "torch.batch_norm": ["batch_norm.default"],
+    "torch.instance_norm": ["instance_norm.default"],
     "layer_norm": ["layer_norm.default", "rms_norm.default"],
     "group_norm": ["group_norm.default"],
     "softmax": ["softmax.int", "_softmax.default", "log_softmax.int", "_log_softmax.default"],
     "glu": ["glu.default"],
-    "pool1d": ["adaptive_avg_pool1d.default", "avg_pool1d.default", "max_pool1d.default"],
+    "pad": ["pad.default"],
+    "pool1d": ["adaptive_avg_pool1d.default", "avg_pool1d.default", "max_pool1d.default",
+               "adaptive_max_pool1d.default"],
     "pool2d": ["adaptive_avg_pool2d.default", "_adaptive_avg_pool2d.default", "avg_pool2d.default",
                "max_pool2d.default", "adaptive_max_pool2d.default"],
-    "pool3d": ["adaptive_avg_pool3d.default", "avg_pool3d.default", "max_pool3d.default"],
+    "pool3d": ["adaptive_avg_pool3d.default", "avg_pool3d.default", "max_pool3d.default",
+               "adaptive_max_pool3d.default"],
     "interpolate": ["upsample_nearest1d.vec", "upsample_nearest2d.vec", "upsample_nearest3d.vec",
                     "upsample_bilinear2d.vec", "upsample_linear1d.vec", "upsample_bicubic2d.vec",
                     "upsample_trilinear3d.vec", "upsample_nearest2d.default", "upsample_bilinear2d.default"],
     "pixel_shuffle": ["pixel_shuffle.default"],
     "pixel_unshuffle": ["pixel_unshuffle.default"],
     "reduce": ["mean.dim", "mean.default", "sum.dim_IntList", "sum.default", "amax.default", "amin.default",
-               "max.dim", "min.dim", "max.default", "min.default", "argmax.default", "argmin.default",
-               "prod.dim_int", "logsumexp.default", "any.dim", "any.dims", "all.dim", "var.correction",
-               "std.correction", "var.dim", "std.dim", "nansum.default"],
-    "reshape": ["view.default", "reshape.default", "_unsafe_view.default", "flatten.using_ints",
+               "max.dim", "min.dim", "max.default", "min.default", "max.other", "min.other", "argmax.default",
+               "argmin.default", "prod.dim_int", "prod.default", "logsumexp.default", "any.dim", "any.dims",
+               "any.default", "all.dim", "all.dims", "all.default", "var.correction", "std.correction", "var.dim",
+               "std.dim", "var.default", "std.default", "nansum.default", "nanmean.default"],
+    "reshape": ["view.default", "view.dtype", "reshape.default", "_unsafe_view.default", "flatten.using_ints",
                 "unflatten.int", "squeeze.default", "squeeze.dim", "squeeze.dims", "unsqueeze.default",
-                "unsqueeze_.default", "squeeze_.dim", "view_as.default", "reshape_as.default"],
+                "unsqueeze_.default", "squeeze_.dim", "squeeze_.default", "squeeze_.dims", "view_as.default",
+                "reshape_as.default"],
     "permute": ["permute.default"],
     "transpose": ["transpose.int", "swapaxes.default", "swapdims.default", "transpose_.default"],
     "t": ["t.default", "numpy_T.default"],
-    "movedim": ["movedim.int", "movedim.intlist", "moveaxis.int"],
-    "expand": ["expand.default", "broadcast_to.default", "expand_as.default"],
-    "repeat": ["repeat.default"],
-    "repeat_interleave": ["repeat_interleave.self_int"],
+    "movedim": ["movedim.int", "movedim.intlist", "moveaxis.int", "moveaxis.intlist"],
+    "expand": ["expand.default"],
+    "broadcast_to": ["broadcast_to.default"],
+    "expand_as": ["expand_as.default"],
+    "repeat": ["repeat.default", "tile.default"],
+    "repeat_interleave": ["repeat_interleave.self_int", "repeat_interleave.self_Tensor"],
     "cat": ["cat.default", "concat.default", "concatenate.default"],
     "stack": ["stack.default"],
-    "split": ["split.Tensor", "split_with_sizes.default", "chunk.default", "tensor_split.sections"],
+    "split": ["split.Tensor", "split.default", "split.sizes", "split_with_sizes.default", "chunk.default",
+              "tensor_split.sections", "tensor_split.indices", "tensor_split.tensor_indices_or_sections"],
     "unbind": ["unbind.int"],
     "narrow": ["narrow.default"],
-    # the rule is in rules_attention.py (imported after this file): a key without a rule
-    # pins what the op touches, like a missing spelling
     "sdpa": ["scaled_dot_product_attention.default"],
-    "meta": ["sym_size.int", "sym_numel.default", "dim.default", "size.int", "item.default",
-             "_local_scalar_dense.default"],
+    "meta": ["sym_size.int", "sym_numel.default", "dim.default", "size.int", "size.default", "item.default",
+             "_local_scalar_dense.default", "numel.default", "element_size.default", "get_device.default",
+             "is_contiguous.default", "is_contiguous.memory_format", "len.Tensor"],
+    "scatter": ["scatter.value", "scatter.reduce", "scatter.value_reduce", "scatter_.value", "scatter_.reduce",
+                "scatter_.value_reduce"],
 }  # fmt: skip
 
-#: every mapped overload -> its rule key (filled below, and by the rules of this file)
-ALIASES: dict[Any, str] = {}
-
 for _key, _names in _SAME.items():
-    for _op in _ops(*_names):
-        _FUNCS[_op] = _key
-        ALIASES[_op] = _key
+    register_spellings(_key, *_ops(*_names))
 
 
-def _register(key: str, *names: str) -> Any:
+def _register(key: str, *names: str, zeros: str | None = None) -> Any:
     """``register_rule`` for ATen overloads given by name (those this torch has)."""
     ops = _ops(*names)
 
     def deco(fn: Any) -> Any:
-        register_rule(key, *ops)(fn)
-        for op in ops:
-            ALIASES[op] = key
-        return fn
+        return register_rule(key, *ops, zeros=zeros)(fn)
 
     return deco
 
@@ -161,20 +188,21 @@ def _register(key: str, *names: str) -> Any:
 # ------------------------------------------------------------------------------------------
 # overloads whose arguments differ from the torch function's
 # ------------------------------------------------------------------------------------------
-@_register("aten.embedding", "embedding.default")
+@register_rule("torch.embedding", torch.embedding, *_ops("embedding.default"))
 def _aten_embedding(ctx: Ctx, weight: Val, indices: Val, *args: Any) -> Any:
-    """``aten.embedding(weight, indices, ...)``: F.embedding with the operands swapped."""
+    """``torch.embedding(weight, indices, ...)`` (ATen's order): F.embedding with the operands
+    swapped."""
     return _embedding(ctx, indices, weight)
 
 
-@_register("aten.slice", "slice.Tensor")
+@_register("aten.slice", "slice.Tensor", zeros="moves")
 def _aten_slice(ctx: Ctx, input: Val, dim: int = 0, start: Any = None, end: Any = None, step: int = 1) -> Any:
     """``x[..., start:end:step]`` on ``dim`` (``end`` may be 2**63 - 1 for "to the end")."""
     d = _dim(dim, input.ndim)
     return _index(ctx, input, (slice(None),) * d + (slice(start, end, step),))
 
 
-@_register("aten.select", "select.int")
+@register_rule("aten.select", torch.select, *_ops("select.int"), methods=("select",), zeros="moves")
 def _aten_select(ctx: Ctx, input: Val, dim: int, index: int) -> Any:
     """``x[..., index]`` on ``dim``: that dim goes away; the selected index is pinned."""
     d = _dim(dim, input.ndim)
@@ -197,24 +225,8 @@ def _aten_index(ctx: Ctx, input: Val, indices: Any) -> Any:
     return lead + input.axes[k:]
 
 
-@_register("aten.index_select", "index_select.default")
-def _aten_index_select(ctx: Ctx, input: Val, dim: int, index: Val) -> Any:
-    """``x.index_select(dim, index)``: a gather along ``dim``, pinned on both sides."""
-    d = _dim(dim, input.ndim)
-    new = ctx.ax.new(ctx.out_shape()[d])
-    ctx.pin([input.axes[d], new, *index.axes], "gathered by index_select")
-    return input.axes[:d] + (new,) + input.axes[d + 1 :]
-
-
-@_register("aten.batch_norm", "batch_norm.default")
-def _aten_batch_norm(ctx: Ctx, input: Val, weight: Any = None, bias: Any = None, running_mean: Any = None,
-                     running_var: Any = None, *args: Any) -> Any:  # fmt: skip
-    """``aten.batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, cudnn)``."""
-    return _batch_norm(ctx, input, running_mean, running_var, weight, bias, training=bool(args[0]) if args else False)
-
-
-@_register("aten.batch_norm_tuple", "_native_batch_norm_legit_no_training.default",
-           "_native_batch_norm_legit_functional.default", "native_batch_norm.default")  # fmt: skip
+@register_rule("aten.batch_norm_tuple", torch.native_batch_norm, *_ops("_native_batch_norm_legit_no_training.default",
+           "_native_batch_norm_legit_functional.default", "native_batch_norm.default"), zeros="batch_norm")  # fmt: skip
 def _aten_native_batch_norm(ctx: Ctx, input: Val, weight: Any = None, bias: Any = None, running_mean: Any = None,
                             running_var: Any = None, *args: Any) -> Any:  # fmt: skip
     """The decomposed batch norms return (out, saved statistics...): the out follows the
@@ -232,7 +244,7 @@ def _aten_native_batch_norm(ctx: Ctx, input: Val, weight: Any = None, bias: Any 
     return [out, *rest]
 
 
-@_register("aten.native_layer_norm", "native_layer_norm.default")
+@register_rule("aten.native_layer_norm", torch.native_layer_norm, *_ops("native_layer_norm.default"))
 def _aten_native_layer_norm(ctx: Ctx, input: Val, normalized_shape: Any, weight: Any = None, bias: Any = None,
                             eps: Any = None) -> Any:  # fmt: skip
     """``native_layer_norm`` returns (out, mean, rstd); the statistics have size 1 in the
@@ -244,7 +256,7 @@ def _aten_native_layer_norm(ctx: Ctx, input: Val, normalized_shape: Any, weight:
     return [out, *stats]
 
 
-@_register("aten.convolution", "convolution.default")
+@register_rule("aten.convolution", torch.convolution, *_ops("convolution.default"))
 def _aten_convolution(ctx: Ctx, input: Val, weight: Val, bias: Any, stride: Any, padding: Any, dilation: Any,
                       transposed: bool, output_padding: Any, groups: int) -> Any:  # fmt: skip
     """``aten.convolution(..., transposed, output_padding, groups)``: groups is the 9th argument."""
@@ -265,66 +277,24 @@ def _weight_view(ctx: Ctx, i: int, v: Val) -> Val:
     return v
 
 
-@_register("aten.addmm", "addmm.default")
+@register_rule("aten.addmm", torch.addmm, *_ops("addmm.default"), methods=("addmm",))
 def _aten_addmm(ctx: Ctx, input: Any, mat1: Val, mat2: Val, *, beta: Any = 1, alpha: Any = 1) -> Any:
     """``beta * input + alpha * mat1 @ mat2`` (a decomposed linear has ``mat2 = W.t()``)."""
     prod = _matmul(ctx, _weight_view(ctx, 1, mat1), _weight_view(ctx, 2, mat2))
     return _broadcast(ctx, [input, Val(prod, ctx.out_shape())], ctx.out_shape())
 
 
-@_register("aten.constant_pad_nd", "constant_pad_nd.default")
+@register_rule("aten.constant_pad_nd", torch.constant_pad_nd, *_ops("constant_pad_nd.default"))
 def _aten_constant_pad_nd(ctx: Ctx, input: Val, pad: Any, value: Any = 0) -> Any:
     return _pad(ctx, input, pad, "constant", value)
-
-
-@_register("aten.cumsum", "cumsum.default", "cumprod.default", "logcumsumexp.default", "cummax.default",
-           "cummin.default")  # fmt: skip
-def _aten_cumulative(ctx: Ctx, input: Val, dim: int, *args: Any, **kwargs: Any) -> Any:
-    """A running reduction along ``dim``: that dim mixes its indices and is pinned."""
-    ctx.pin(input.axes[_dim(dim, input.ndim)], "cumulative reduction over")
-    return input.axes if ctx.returns_tensor else [input.axes for _ in ctx.spec]
-
-
-@_register("aten.diff", "diff.default")
-def _aten_diff(ctx: Ctx, input: Val, n: int = 1, dim: int = -1, *args: Any) -> Any:
-    """Differences of neighbours along ``dim``: that dim is pinned, the others pass through."""
-    d = _dim(dim, input.ndim)
-    new = ctx.ax.new(ctx.out_shape()[d])
-    ctx.pin([input.axes[d], new], "differences along")
-    return input.axes[:d] + (new,) + input.axes[d + 1 :]
-
-
-# ------------------------------------------------------------------------------------------
-# tensor creation: fresh axes (sizes re-derived on rewrite), or positions (pinned)
-# ------------------------------------------------------------------------------------------
-@_register("aten.create", "zeros.default", "ones.default", "empty.memory_format", "full.default",
-           "rand.default", "randn.default", "scalar_tensor.default")  # fmt: skip
-def _aten_create(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
-    """A new tensor from a size list (the first argument): fresh axes."""
-    return ctx.fresh(ctx.out_shape())
-
-
-@_register(
-    "aten.new_create", "new_zeros.default", "new_ones.default", "new_empty.default", "new_full.default"
-)
-def _aten_new_create(ctx: Ctx, input: Any, *args: Any, **kwargs: Any) -> Any:
-    """``x.new_*(size, ...)``: fresh axes; the size list is the second argument."""
-    return ctx.fresh(ctx.out_shape())
-
-
-@_register("aten.arange", "arange.default", "arange.start", "arange.start_step")
-def _aten_arange(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
-    """The values are the positions themselves: pruning would renumber them, so pinned."""
-    out = ctx.fresh(ctx.out_shape())
-    ctx.pin(out, "arange: values are positions")
-    return out
 
 
 # ------------------------------------------------------------------------------------------
 # checks and grad-mode switches: no tensor result, no relation
 # ------------------------------------------------------------------------------------------
-@_register("aten.assert", "_assert_tensor_metadata.default", "_assert_scalar.default", "_assert_async.msg",
-           "_assert_async.default", "sym_constrain_range_for_size.default", "sym_constrain_range.default")  # fmt: skip
+@register_rule("aten.assert", torch.sym_constrain_range, torch.sym_constrain_range_for_size,
+               *_ops("_assert_tensor_metadata.default", "_assert_scalar.default", "_assert_async.msg",
+                     "_assert_async.default", "sym_constrain_range_for_size.default", "sym_constrain_range.default"))  # fmt: skip
 def _aten_assert(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
     """Checks of dtypes, devices and (symbolic) sizes. Size arguments of
     ``_assert_tensor_metadata`` are dropped on rewrite, since pruned sizes change."""
@@ -351,63 +321,3 @@ def _register_guards() -> None:
 
 
 _register_guards()
-
-
-@_register("aten.gather", "gather.default")
-def _aten_gather(ctx: Ctx, input: Val, dim: int, index: Val, *args: Any, **kwargs: Any) -> Any:
-    """``out[..., j, ...] = input[..., index[..., j, ...], ...]`` along ``dim``: that dim is
-    pinned on every side. The other dims are positional: the output follows ``index`` there,
-    and ``input`` where it has the same size (a larger input dim is only partly read: pinned)."""
-    d = _dim(dim, input.ndim)
-    ctx.pin([input.axes[d], index.axes[d]], "gathered along (gather)")
-    for k in range(input.ndim):
-        if k == d:
-            continue
-        if input.shape[k] == index.shape[k]:
-            ctx.unify(input.axes[k], index.axes[k])
-        else:
-            ctx.pin([input.axes[k], index.axes[k]], "gather reads part of this dim")
-    return index.axes
-
-
-# ------------------------------------------------------------------------------------------
-# for passes that match torch-level targets (zeros.py): the torch function each ATen
-# overload stands for, where the arguments those passes read sit in the same positions
-# ------------------------------------------------------------------------------------------
-def _torch_equivalents() -> dict[Any, Any]:
-    import torch.nn.functional as F
-
-    table: dict[Any, Any] = {}
-
-    def put(target: Any, *names: str) -> None:
-        for op in _ops(*names):
-            table[op] = target
-
-    # data movement and zero-preserving element-wise ops: the result is zero where input 0 is
-    put(torch.clone, "view.default", "reshape.default", "_unsafe_view.default", "flatten.using_ints",
-        "unflatten.int", "squeeze.default", "squeeze.dim", "squeeze.dims", "unsqueeze.default", "permute.default",
-        "transpose.int", "t.default", "contiguous.default", "expand.default", "repeat.default",
-        "repeat_interleave.self_int", "movedim.int", "narrow.default", "unbind.int", "split.Tensor",
-        "split_with_sizes.default", "chunk.default", "clone.default", "detach.default", "alias.default",
-        "to.dtype", "to.dtype_layout", "to.device", "_to_copy.default", "slice.Tensor", "select.int",
-        "dropout.default", "lift_fresh_copy.default", "relu.default", "gelu.default", "silu.default",
-        "tanh.default", "neg.default", "abs.default", "square.default", "sqrt.default", "sin.default",
-        "erf.default", "sign.default", "hardtanh.default", "leaky_relu.default", "elu.default", "mish.default",
-        "hardswish.default")  # fmt: skip
-    put(torch.mul, "mul.Tensor", "mul.Scalar")
-    put(torch.div, "div.Tensor", "div.Scalar")
-    put(torch.pow, "pow.Tensor_Scalar")
-    put(torch.add, "add.Tensor", "add.Scalar", "sub.Tensor", "sub.Scalar")
-    put(torch.cat, "cat.default")
-    put(F.linear, "linear.default")
-    put(torch.conv1d, "conv1d.default")
-    put(torch.conv2d, "conv2d.default")
-    put(torch.conv3d, "conv3d.default")
-    put(torch.matmul, "matmul.default", "mm.default", "bmm.default")
-    put(F.scaled_dot_product_attention, "scaled_dot_product_attention.default")
-    return table
-
-
-#: ATen overload -> the torch function of the same meaning and argument positions (aten
-#: ops whose arguments differ, e.g. ``aten.embedding(weight, indices)``, are left out)
-TORCH_EQUIVALENT: dict[Any, Any] = _torch_equivalents()

@@ -1,7 +1,8 @@
 """Blocks: removable branches of an add, found from graph semantics, and their removal.
 
-A *block* is one operand ``b`` of an add node ``y = a + b`` (``operator.add``/``iadd``,
-``torch.add``, ``Tensor.add``/``add_``, and ``a - b``) such that replacing ``y`` by ``a``
+A *block* is one operand ``b`` of an add node ``y = a + b`` (any spelling of an op whose
+record says ``block="add"``: ``operator.add``/``iadd``, ``torch.add``, ``Tensor.add``/``add_``,
+``aten.add.Tensor``, ...; and ``a - b``, ``block="sub"``) such that replacing ``y`` by ``a``
 leaves a valid program:
 
 - ``b`` is computed by a sub-DAG (the *branch*) that nothing outside it reads: every branch
@@ -39,6 +40,7 @@ from torch import fx, nn
 from .dependency import TensorSpec
 from .dependency import analyze as _analyze
 from .keys import ANALYSIS, SPEC
+from .registry import spec_of
 
 __all__ = [
     "Block", "REMOVED", "find_blocks", "select_blocks", "remove_blocks", "zero_blocks", "gate_blocks",
@@ -48,13 +50,6 @@ __all__ = [
 #: GraphModule.meta key: ids of the blocks removed from this graph (by ``remove_blocks``).
 REMOVED = "fxprune.removed_blocks"
 
-_ADD_FUNCS = {operator.add, operator.iadd, torch.add}
-_SUB_FUNCS = {operator.sub, operator.isub, torch.sub}
-_ADD_METHODS = {"add", "add_"}
-_SUB_METHODS = {"sub", "sub_"}
-_aten = torch.ops.aten
-_ADD_FUNCS |= {_aten.add.Tensor, _aten.add_.Tensor}
-_SUB_FUNCS |= {_aten.sub.Tensor, _aten.sub_.Tensor}
 _INPLACE_FUNCS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
                   operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor}  # fmt: skip
 
@@ -89,14 +84,10 @@ class Block:
 # ------------------------------------------------------------------------------------------
 def _add_operands(node: fx.Node) -> tuple[int, ...] | None:
     """Positions of the add's args that may be a removable branch, or None if not an add."""
-    if node.op == "call_function":
-        t = node.target
-        is_add, is_sub = t in _ADD_FUNCS, t in _SUB_FUNCS
-    elif node.op == "call_method":
-        is_add, is_sub = node.target in _ADD_METHODS, node.target in _SUB_METHODS
-    else:
-        return None
-    if not (is_add or is_sub) or len(node.args) < 2 or set(node.kwargs) - {"alpha"}:
+    spec = spec_of(node.target) if node.op in ("call_function", "call_method") else None
+    role = spec.block if spec is not None else None
+    is_sub = role == "sub"
+    if role is None or len(node.args) < 2 or set(node.kwargs) - {"alpha"}:
         return None
     if not all(isinstance(a, fx.Node) for a in node.args[:2]) or node.args[0] is node.args[1]:
         return None

@@ -22,20 +22,11 @@ import torch
 from torch import fx, nn
 from torch.fx.node import map_aggregate
 
-from . import ops as _ops  # noqa: F401 - every rule, hook and spelling registered, in their stated order
+from . import ops as _ops  # noqa: F401 - every record registered, in the stated order
 from .axes import Layout, kept_positions
 from .dependency import Analysis, NodeDims, _has_tensor
 from .keys import ANALYSIS, DIMS, PLAN, SPEC
-from .rules import (
-    _FUNCS,
-    _METHODS,
-    _MODULE_UPDATES,
-    _MODULES,
-    _REWRITES,
-    _SIGS,
-    register_module_update,
-    register_rewrite,
-)
+from .registry import module_update_of, register_module_update, register_rewrite, spec_for_node, spec_of
 from .state import carry_unreferenced
 
 __all__ = ["rewrite", "register_rewrite", "register_module_update"]
@@ -159,7 +150,7 @@ def rewrite(gm: fx.GraphModule, plan: Any = None) -> fx.GraphModule:
     for node in gm.graph.nodes:
         if node.op == "call_module":
             mod = new_root.get_submodule(node.target)
-            upd = _MODULE_UPDATES.get(type(mod))
+            upd = module_update_of(type(mod))
             if upd is not None:
                 replacement = upd(rw, node, mod)
                 if isinstance(replacement, nn.Module) and replacement is not mod:
@@ -182,7 +173,8 @@ def rewrite(gm: fx.GraphModule, plan: Any = None) -> fx.GraphModule:
         kwargs = map_aggregate(node.kwargs, lambda a: arg(a) if isinstance(a, fx.Node) else a)
         target = node.target
         op = node.op
-        hook = _REWRITES.get(_key(node, old_modules))
+        spec = spec_for_node(node, old_modules)
+        hook = spec.rewrite if spec is not None else None
         if hook is not None and node.op in ("call_function", "call_method"):
             # shape positions get sizes from the new layouts, not frozen scalars
             raw_args = map_aggregate(node.args, lambda a: env[a] if isinstance(a, fx.Node) else a)
@@ -210,17 +202,6 @@ def rewrite(gm: fx.GraphModule, plan: Any = None) -> fx.GraphModule:
     for name, m in out.named_modules():
         m.training = modes.get(name, m.training)
     return out
-
-
-def _key(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
-    if node.op == "call_function":
-        return _FUNCS.get(node.target)
-    if node.op == "call_method":
-        return _METHODS.get(node.target)
-    if node.op == "call_module":
-        entry = _MODULES.get(type(modules[node.target]))
-        return entry[0] if entry else None
-    return None
 
 
 def _state_copy(gm: fx.GraphModule, memo: dict[int, Any]) -> nn.Module:
@@ -499,13 +480,20 @@ def _rw_expand(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx
 register_rewrite("broadcast_to")(_rw_expand)
 
 
+def _takes_self(target: Any) -> bool:
+    """An ATen overload whose first argument is a tensor to copy from (``aten.new_zeros(x, size)``)."""
+    schema = getattr(target, "_schema", None)
+    return schema is not None and bool(schema.arguments) and schema.arguments[0].name == "self"
+
+
 @register_rewrite("create")
 def _rw_create(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
-    if node.op == "call_method":  # x.new_zeros(size, ...)
+    if node.op == "call_method" or _takes_self(node.target):  # x.new_zeros(size, ...), aten.new_zeros(x, size)
         head, rest = args[:1], args[1:]
     else:
         head, rest = (), args
-    if node.target in (torch.full, "new_full"):
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    if name in ("full", "new_full", "full.default", "new_full.default"):  # (size, fill_value)
         sizes, tail = list(rest[0]), rest[1:]
         return None, head + (tuple(_sizes_for(rw, node, sizes, taint)),) + tail, kwargs
     if "size" in kwargs:
@@ -516,8 +504,9 @@ def _rw_create(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx
     return None, head + ((tuple(new),) if packed else tuple(new)), kwargs
 
 
-def _bind(node: fx.Node, key: str, args: tuple, kwargs: dict) -> dict:
-    b = _SIGS[key].bind(*args, **kwargs)
+def _bind(node: fx.Node, args: tuple, kwargs: dict) -> dict:
+    """``args``/``kwargs`` bound to the signature of the rule ``node`` reaches."""
+    b = spec_of(node.target).signature.bind(*args, **kwargs)
     b.apply_defaults()
     return dict(b.arguments)
 
@@ -535,7 +524,7 @@ def _replace(args: tuple, kwargs: dict, pos: int, name: str, value: Any) -> tupl
 def _rw_split(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
     """Any split or chunk becomes torch.split with the pieces' new sizes (chunk's equal
     pieces need not stay equal)."""
-    b = _bind(node, "split", args, kwargs)
+    b = _bind(node, args, kwargs)
     x = node.args[0]
     d = b.get("dim", 0)
     d = d if d >= 0 else len(rw.old_shape(x)) + d
@@ -559,7 +548,7 @@ def _frozen(old: Any, new: Any, taint: set) -> Any:
 
 @register_rewrite("narrow")
 def _rw_narrow(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
-    b = _bind(node, "narrow", node.args, node.kwargs)  # old graph: offsets may be nodes
+    b = _bind(node, node.args, node.kwargs)  # old graph: offsets may be nodes
     x = node.args[0]
     n = rw.old_shape(x)
     dim, start, length = _example(b["dim"]), _example(b["start"]), _example(b["length"])
@@ -570,7 +559,7 @@ def _rw_narrow(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx
     start = start + n[d] if start < 0 else start
     new_start = int((kept < start).sum())
     new_stop = int((kept < start + length).sum())
-    return torch.narrow, (_bind(node, "narrow", args, kwargs)["input"], d, new_start, new_stop - new_start), {}
+    return torch.narrow, (_bind(node, args, kwargs)["input"], d, new_start, new_stop - new_start), {}
 
 
 @register_rewrite("getitem")
@@ -645,18 +634,13 @@ def _rw_layer_norm(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph
     return None, *_replace(args, kwargs, 1, "normalized_shape", tuple(new[len(new) - k:]))
 
 
-from .rules_rnn_gnn import MODULE_UPDATES as _RNN_GNN_UPDATES  # noqa: E402  (nn.LSTM/GRU/RNN)
-
-_MODULE_UPDATES.update(_RNN_GNN_UPDATES)
-
-
 # ------------------------------------------------------------------------------------------
 # ATen spellings (torch.export graphs; the rules are in aten.py)
 # ------------------------------------------------------------------------------------------
 @register_rewrite("aten.slice")
 def _rw_aten_slice(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
     """``aten.slice.Tensor(x, dim, start, end, step)``: bounds re-derived from kept positions."""
-    b = _bind(node, "aten.slice", node.args, node.kwargs)
+    b = _bind(node, node.args, node.kwargs)
     x = node.args[0]
     d = _example(b["dim"])
     n = rw.old_shape(x)
@@ -672,7 +656,7 @@ def _rw_aten_slice(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph
 @register_rewrite("aten.select")
 def _rw_aten_select(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
     """``aten.select.int(x, dim, index)``: the index counts the kept positions before it."""
-    b = _bind(node, "aten.select", node.args, node.kwargs)
+    b = _bind(node, node.args, node.kwargs)
     x = node.args[0]
     n = rw.old_shape(x)
     d = _example(b["dim"])
@@ -683,20 +667,6 @@ def _rw_aten_select(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, grap
     k = _example(b["index"])
     k = k + n[d] if k < 0 else k
     return None, (args[0], d, int((kept < k).sum())), {}
-
-
-@register_rewrite("aten.create")
-def _rw_aten_create(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
-    """``aten.zeros(size, ...)``, ``aten.full(size, value, ...)``: the size list comes first."""
-    if not args or not isinstance(args[0], (list, tuple)):
-        return None
-    return None, (_sizes_for(rw, node, list(args[0]), taint), *args[1:]), kwargs
-
-
-@register_rewrite("aten.new_create")
-def _rw_aten_new_create(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
-    """``aten.new_ones(x, size, ...)``: the size list comes second."""
-    return None, (args[0], _sizes_for(rw, node, list(args[1]), taint), *args[2:]), kwargs
 
 
 @register_rewrite("aten.assert")
@@ -712,7 +682,3 @@ def _rw_aten_assert(rw: Rewriter, node: fx.Node, args: tuple, kwargs: dict, grap
 
 register_rewrite("aten.convolution")(_groups_at(8))
 
-
-from .rules_attention import register_rewrites as _attention_rewrites  # noqa: E402
-
-_attention_rewrites()  # sdpa scale, MultiheadAttention replacement, Swin window attention

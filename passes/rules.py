@@ -1,13 +1,14 @@
-"""The rule table: op-key normalization, one rule per canonical op, ``register_rule``.
+"""The core ops: element-wise, convolutions, linear, norms, pooling, views, reductions, indexing.
 
 A *spelling* (``nn.Conv2d`` as call_module, ``F.conv2d`` / ``torch.conv2d`` as call_function,
-``x.relu()`` as call_method) maps to a canonical op key and a binder that turns the node's
-arguments into the rule's keyword arguments. A *rule* states how the dims of the op's
-operands and results relate, through a ``Ctx``: it returns the output axes (a tuple, one
-axis per dim; a list of such tuples for several outputs; None for a non-tensor result).
+``x.relu()`` as call_method, ``aten.conv2d.default`` in an export graph) reaches a canonical
+op's record (``registry.OpSpec``), whose rule states how the dims of the op's operands and
+results relate, through a ``Ctx``: it returns the output axes (a tuple, one axis per dim; a list
+of such tuples for several outputs; None for a non-tensor result). The registry API lives in
+``registry.py`` and is re-exported here for content modules and users.
 
-An op with no spelling here has no rule: the analysis pins every class it touches and names
-it in the report. Nothing is ever assumed to be element-wise.
+An op with no spelling in any record has no rule: the analysis pins every class it touches and
+names it in the report. Nothing is ever assumed to be element-wise.
 """
 
 from __future__ import annotations
@@ -22,278 +23,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .axes import Axes
+from .registry import (  # the registry; rules.py re-exports it for content modules and users
+    RULES,
+    Ctx,
+    DuplicateOpError,
+    OpSpec,
+    Val,
+    aten_ops,
+    has_module_rule,
+    key_of,
+    list_ops,
+    lookup,
+    op_name,
+    register_flops,
+    register_method,
+    register_module,
+    register_module_update,
+    register_rewrite,
+    register_rule,
+    register_spellings,
+    rule_for,
+    spec_of,
+)
 
 __all__ = [
-    "Val", "Ctx", "register_rule", "register_module", "register_method", "register_rewrite", "register_module_update",
-    "has_module_rule", "lookup", "op_name", "RULES", "DuplicateOpError", "rule_for", "key_of", "list_ops",
+    "Val", "Ctx", "OpSpec", "register_rule", "register_spellings", "register_module", "register_method",
+    "register_rewrite", "register_module_update", "register_flops", "has_module_rule", "lookup", "op_name", "RULES",
+    "DuplicateOpError", "rule_for", "key_of", "spec_of", "list_ops", "aten_ops",
 ]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Val:
-    """A tensor as a rule sees it: one axis per dim, its shape, and its FQN if it is a
-    parameter or buffer."""
-
-    axes: tuple[int, ...]
-    shape: tuple[int, ...]
-    param: str | None = None
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-
-class Ctx:
-    """What a rule may do: relate axes, refine them, pin them, reach module parameters."""
-
-    def __init__(self, ax: Axes, node: Any, spec: Any, param: Callable[[str], Val]):
-        self.ax = ax
-        self.node = node
-        self.spec = spec
-        self._param = param
-        #: named axes a rewrite hook needs later (e.g. a conv's group axis)
-        self.records: dict[str, int] = {}
-
-    def record(self, name: str, axis: int) -> None:
-        self.records[name] = axis
-
-    def param(self, fqn: str) -> Val:
-        return self._param(fqn)
-
-    @property
-    def returns_tensor(self) -> bool:
-        """Whether the node's result is one tensor (not a tuple, a size or a python value)."""
-        return hasattr(self.spec, "shape")
-
-    def out_shape(self, i: int | None = None) -> tuple[int, ...]:
-        spec = self.spec if i is None else self.spec[i]
-        return tuple(spec.shape)
-
-    def fresh(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(self.ax.new(s) for s in shape)
-
-    def unify(self, a: int, b: int) -> None:
-        self.ax.unify(a, b)
-
-    def pin(self, axes: Any, reason: str) -> None:
-        for a in [axes] if isinstance(axes, int) else axes:
-            self.ax.pin(a, reason)
-
-    def approx(self, a: int, reason: str) -> None:
-        self.ax.mark_approx(a, reason)
-
-
-Rule = Callable[..., Any]
-RULES: dict[str, Rule] = {}
-_FUNCS: dict[Any, str] = {}
-_METHODS: dict[str, str] = {}
-_MODULES: dict[type, tuple[str, Callable[..., dict]]] = {}
-_SIGS: dict[str, inspect.Signature] = {}
-_VARIANTS: dict[str, list[tuple[Callable[..., bool], Rule]]] = {}  # key -> [(when, rule)], newest first
-#: keys of ops that only move their first input's values (``register_rule(moves_zeros=True)``)
-ZERO_MOVES: set[str] = set()
-
-
-_REWRITES: dict[str, Callable[..., Any]] = {}
-_MODULE_UPDATES: dict[type, Callable[..., None]] = {}
-
-
-def register_rewrite(key: str) -> Callable:
-    """Hook for op ``key``: ``fn(rw, node, args, kwargs, graph, taint)`` re-derives the node's
-    size arguments. ``args``/``kwargs`` are already mapped into the new ``graph``; ``taint``
-    holds the new-graph nodes whose value depends on a pruned size. Returns None (keep the
-    node as it is) or ``(new_target_or_None, args, kwargs)``."""
-
-    def deco(fn: Callable) -> Callable:
-        _REWRITES[key] = fn
-        return fn
-
-    return deco
-
-
-def register_module_update(*classes: type) -> Callable:
-    """Hook for a module class: ``fn(rw, node, module)`` sets its size attributes. It may
-    return a new module instead (same tensors and state_dict names), which replaces it."""
-
-    def deco(fn: Callable) -> Callable:
-        for c in classes:
-            _MODULE_UPDATES[c] = fn
-        return fn
-
-    return deco
-
-
-
-class DuplicateOpError(ValueError):
-    """An op key, function or method name registered twice without ``replace=True``."""
-
-
-def _defined_at(fn: Any) -> str:
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
-
-
-def register_rule(
-    key: str, *functions: Any, methods: tuple[str, ...] = (), replace: bool = False,
-    when: Callable[..., bool] | None = None, moves_zeros: bool = False,
-) -> Callable[[Rule], Rule]:  # fmt: skip
-    """Add a rule under ``key``, reached from ``functions`` (call_function targets) and
-    ``methods`` (call_method names). Arguments bind to the rule's own signature.
-
-    A key, function or method name that already has a rule raises ``DuplicateOpError``
-    naming both definitions, unless ``replace=True``. ``when=predicate`` adds a
-    *specialization* of an existing ``key`` instead: ``predicate(ctx, *args, **kwargs)`` (the
-    arguments as bound to the base rule) is tried first, and the specialized rule runs where it
-    returns True, the base rule elsewhere. ``moves_zeros=True`` says the op only moves or keeps
-    its first input's values (a view, a flip): where that input is zero on a class's removed
-    indices, so is the result (zero-tracking, ``passes/zeros.py``, follows it through).
-
-    Example:
-        >>> @register_rule("my_op", torch.ops.mylib.my_op.default)
-        ... def _my_op(ctx, input, scale):
-        ...     return input.axes  # relate input.axes to the output's axes; ctx.unify / ctx.pin
-    """
-
-    def deco(fn: Rule) -> Rule:
-        # every check before any change: a refused registration leaves the tables as they were
-        for table, spellings, kind in ((_FUNCS, functions, "function"), (_METHODS, methods, "method")):
-            for spelling in spellings:
-                _check_claim(table, spelling, key, replace, kind)
-        if when is not None:
-            if key not in RULES:
-                raise DuplicateOpError(f"register_rule({key!r}, when=...): no base rule {key!r} to specialize")
-            _VARIANTS.setdefault(key, []).insert(0, (when, fn))
-        else:
-            if key in RULES and not replace:
-                raise DuplicateOpError(
-                    f"register_rule: {key!r} already has a rule ({_defined_at(RULES[key])}); the new one is "
-                    f"{_defined_at(fn)}. Pass replace=True to replace it, or when=... to specialize it."
-                )
-            RULES[key] = fn
-            if replace:
-                _VARIANTS.pop(key, None)
-            if moves_zeros:
-                ZERO_MOVES.add(key)
-            else:
-                ZERO_MOVES.discard(key)
-            sig = inspect.signature(fn)
-            _SIGS[key] = sig.replace(parameters=list(sig.parameters.values())[1:])
-        _FUNCS.update(dict.fromkeys(functions, key))
-        _METHODS.update(dict.fromkeys(methods, key))
-        return fn
-
-    return deco
-
-
-def _check_claim(table: dict, spelling: Any, key: str, replace: bool, kind: str) -> None:
-    old = table.get(spelling)
-    if old is not None and old != key and not replace:
-        raise DuplicateOpError(
-            f"register_rule: the {kind} {getattr(spelling, '__name__', spelling)!r} already reaches rule {old!r} "
-            f"({_defined_at(RULES.get(old))}); it cannot also reach {key!r} unless replace=True"
-        )
-
-
-def rule_for(key: str, ctx: Any, args: tuple, kwargs: dict) -> Rule:
-    """The rule that describes this call: the first specialization of ``key`` whose predicate
-    holds, else the base rule."""
-    for when, fn in _VARIANTS.get(key, ()):
-        if when(ctx, *args, **kwargs):
-            return fn
-    return RULES[key]
-
-
-def key_of(target: Any) -> str | None:
-    """The rule key a call target reaches: a function (``torch.roll``, an ATen overload), a
-    method name (``"roll"``) or a module class (``nn.Conv2d``); None where no rule does."""
-    if isinstance(target, str):
-        return _METHODS.get(target)
-    if isinstance(target, type):
-        entry = _MODULES.get(target)
-        return entry[0] if entry else None
-    return _FUNCS.get(target)
-
-
-def list_ops() -> dict[str, dict[str, Any]]:
-    """Every rule key with the spellings that reach it (functions, methods, module classes)
-    and whether a rewrite hook is registered for it."""
-    out: dict[str, dict[str, Any]] = {}
-
-    def entry(k: str) -> dict[str, Any]:
-        return out.setdefault(k, {"functions": [], "methods": [], "modules": [], "rewrite": k in _REWRITES})
-
-    for k in RULES:
-        entry(k)
-    for f, k in _FUNCS.items():
-        entry(k)["functions"].append(str(getattr(f, "__name__", f)))
-    for m, k in _METHODS.items():
-        entry(k)["methods"].append(m)
-    for c, (k, _) in _MODULES.items():
-        entry(k)["modules"].append(c.__name__)
-    return out
-
-
-def register_method(key: str, *names: str) -> None:
-    for m in names:
-        _METHODS[m] = key
-
-
-def register_module(key: str, *classes: type) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
-    """Map module classes (call_module) to rule ``key``; the decorated adapter returns the
-    rule's keyword arguments: ``adapter(ctx, module, fqn, *args, **kwargs) -> dict``.
-
-    Only the exact classes are matched: a subclass may override ``forward``, and guessing
-    that it did not would be the silent error this project exists to avoid.
-    """
-
-    def deco(adapter: Callable[..., dict]) -> Callable[..., dict]:
-        for c in classes:
-            _MODULES[c] = (key, adapter)
-        return adapter
-
-    return deco
-
-
-def has_module_rule(cls: type) -> bool:
-    """Whether instances of exactly ``cls`` are covered by a module rule (capture keeps them
-    as leaf modules, so the rule is reached instead of the class being traced through)."""
-    return cls in _MODULES
-
-
-def lookup(node: Any, gm: Any, args: tuple, kwargs: dict, ctx: Ctx) -> tuple[str, tuple, dict] | None:
-    """Canonical (key, rule args, rule kwargs) for a call node, or None when no rule covers it.
-    ``gm``: the GraphModule, or a ``{qualified name: module}`` mapping of its modules."""
-    if node.op == "call_module":
-        mod = gm[node.target] if isinstance(gm, dict) else gm.get_submodule(node.target)
-        entry = _MODULES.get(type(mod))
-        if entry is None:
-            return None
-        key, adapter = entry
-        return key, (), adapter(ctx, mod, node.target, *args, **kwargs)
-    if node.op == "call_function":
-        key = _FUNCS.get(node.target)
-    elif node.op == "call_method":
-        key = _METHODS.get(node.target)
-    else:
-        return None
-    if key is None:
-        return None
-    try:
-        bound = _SIGS[key].bind(*args, **kwargs)
-    except TypeError:
-        return None  # a spelling with arguments this rule does not describe
-    return key, bound.args, bound.kwargs
-
-
-def op_name(node: Any, gm: Any) -> str:
-    """A readable name for the op of a node: ``nn.Conv2d``, ``torch.roll``, ``.view``."""
-    if node.op == "call_module":
-        return type(gm.get_submodule(node.target)).__qualname__
-    if node.op == "call_method":
-        return f".{node.target}"
-    t = node.target
-    mod = getattr(t, "__module__", None) or ""
-    return f"{mod}.{getattr(t, '__name__', str(t))}".lstrip(".")
 
 
 # ------------------------------------------------------------------------------------------
@@ -376,26 +133,32 @@ def _opt(ctx: Ctx, mod: nn.Module, fqn: str, name: str) -> Val | None:
 # ------------------------------------------------------------------------------------------
 # element-wise
 # ------------------------------------------------------------------------------------------
-_UNARY_FUNCS = [
+# f(0) = 0 (and data movement): where the input is zero, so is the result (zero-tracking)
+_UNARY_ZERO_FUNCS = [
     torch.relu, F.relu, F.relu6, F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish, F.hardswish,
-    F.hardsigmoid, F.hardtanh, F.leaky_relu, F.softplus, F.softsign, F.tanhshrink, F.logsigmoid,
-    F.threshold, F.hardshrink, F.softshrink, F.rrelu, F.sigmoid, F.tanh, torch.sigmoid, torch.tanh,
-    torch.exp, torch.log, torch.abs, torch.neg, operator.neg, operator.pos, torch.sqrt, torch.rsqrt,
-    torch.erf, torch.sin, torch.cos, torch.square, torch.reciprocal,
-    torch.sign, torch.floor, torch.ceil, torch.round, torch.nan_to_num, torch.clone, torch.detach,
+    F.hardtanh, F.leaky_relu, F.softsign, F.tanhshrink, F.hardshrink, F.softshrink, F.tanh, torch.tanh,
+    torch.abs, torch.neg, operator.neg, operator.pos, torch.sqrt, torch.erf, torch.sin, torch.square,
+    torch.sign, torch.floor, torch.ceil, torch.round, torch.trunc, torch.clone, torch.detach,
     F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
-    torch.dropout, torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like,
-    torch.rand_like, torch.randn_like, torch.relu_, torch.selu, torch.celu, torch.erfc, torch.log1p,
-    torch.expm1, torch.sigmoid_, torch.trunc, torch.frac, torch.logical_not, torch.bitwise_not,
-    torch.isnan, torch.isinf, torch.isfinite, torch.exp2, torch.log2, torch.log10,
-    torch.hardshrink,
+    torch.dropout, torch.relu_, torch.selu, torch.celu, torch.hardshrink, torch.tanh_, torch.neg_, torch.sqrt_,
+    torch.abs_, torch.detach_, torch.alpha_dropout, torch.feature_alpha_dropout, torch.feature_dropout,
+]  # fmt: skip
+_UNARY_ZERO_METHODS = (
+    "relu relu_ tanh tanh_ abs abs_ neg neg_ sqrt sqrt_ erf sin square sign floor ceil round trunc clone "
+    "detach detach_ contiguous float half double bfloat16 to type_as cpu cuda hardtanh_ relu6 silu gelu hardshrink"
+).split()
+# the other one-in, one-out ops: f(0) may be non-zero (sigmoid, exp, cos, ones_like, ...)
+_UNARY_FUNCS = [
+    F.hardsigmoid, F.softplus, F.logsigmoid, F.threshold, F.rrelu, F.sigmoid, torch.sigmoid, torch.exp,
+    torch.log, torch.rsqrt, torch.cos, torch.reciprocal, torch.nan_to_num, torch.zeros_like,
+    torch.ones_like, torch.empty_like, torch.full_like, torch.rand_like, torch.randn_like, torch.erfc,
+    torch.log1p, torch.expm1, torch.sigmoid_, torch.frac, torch.logical_not, torch.bitwise_not,
+    torch.isnan, torch.isinf, torch.isfinite, torch.exp2, torch.log2, torch.log10, torch.exp_, torch.log_,
+    torch.zero_, torch.fill_, torch.rrelu,
 ]  # fmt: skip
 _UNARY_METHODS = (
-    "relu relu_ sigmoid sigmoid_ tanh tanh_ exp exp_ log log_ abs abs_ neg neg_ sqrt sqrt_ rsqrt "
-    "erf sin cos square reciprocal sign floor ceil round nan_to_num clone "
-    "detach contiguous float half double bfloat16 to type_as cpu cuda requires_grad_ zero_ "
-    "fill_ exp2 log1p expm1 trunc frac logical_not bitwise_not isnan isinf isfinite erfc "
-    "hardtanh_ relu6 silu gelu"
+    "sigmoid sigmoid_ exp exp_ log log_ rsqrt cos reciprocal nan_to_num requires_grad_ zero_ fill_ exp2 log1p "
+    "expm1 frac logical_not bitwise_not isnan isinf isfinite erfc log2 log10"
 ).split()
 
 
@@ -407,12 +170,15 @@ def _unary(ctx: Ctx, input: Any, *args: Any, **kwargs: Any) -> Any:
     return input.axes
 
 
+register_rule("unary_zero", *_UNARY_ZERO_FUNCS, methods=tuple(_UNARY_ZERO_METHODS), zeros="moves")(_unary)
+
 _ACTIVATIONS = [
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Softsign,
-    nn.Tanhshrink, nn.LogSigmoid, nn.Threshold, nn.RReLU, nn.Hardshrink, nn.Softshrink,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
-    nn.Identity,
+    nn.Sigmoid, nn.Hardsigmoid, nn.Softplus, nn.LogSigmoid, nn.Threshold, nn.RReLU,
+]  # fmt: skip
+_ZERO_ACTIVATIONS = [
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh,
+    nn.Hardtanh, nn.Hardswish, nn.Softsign, nn.Tanhshrink, nn.Hardshrink, nn.Softshrink, nn.Dropout,
+    nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout, nn.Identity,
 ]  # fmt: skip
 
 
@@ -421,30 +187,43 @@ def _unary_module(ctx: Ctx, mod: nn.Module, fqn: str, input: Any, *args: Any, **
     return {"input": input}
 
 
-_BINARY_FUNCS = [
-    operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv, operator.mod,
-    operator.pow, operator.iadd, operator.isub, operator.imul, operator.itruediv,
-    operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
-    operator.and_, operator.or_, operator.xor,
-    torch.add, torch.sub, torch.subtract, torch.mul, torch.multiply, torch.div, torch.divide,
-    torch.true_divide, torch.floor_divide, torch.pow, torch.maximum, torch.minimum, torch.fmod,
-    torch.remainder, torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge, torch.logical_and,
-    torch.logical_or, torch.logical_xor, torch.atan2, torch.hypot, torch.fmax, torch.fmin,
-]  # fmt: skip
-_BINARY_METHODS = (
-    "add add_ sub sub_ mul mul_ div div_ true_divide floor_divide pow pow_ maximum minimum fmod "
-    "remainder eq ne lt le gt ge logical_and logical_or __add__ __radd__ __mul__ __rmul__ "
-    "__sub__ __rsub__ __truediv__ __rtruediv__ masked_fill masked_fill_ expand_as"
-).split()
+register_module("unary_zero", *_ZERO_ACTIVATIONS)(_unary_module)
 
 
-@register_rule("elementwise", *_BINARY_FUNCS, methods=tuple(_BINARY_METHODS))
+@register_rule("elementwise", operator.floordiv, operator.mod, operator.eq, operator.ne, operator.lt, operator.le,
+               operator.gt, operator.ge, operator.and_, operator.or_, operator.xor, torch.floor_divide,
+               torch.maximum, torch.minimum, torch.fmod, torch.remainder, torch.eq, torch.ne, torch.lt, torch.le,
+               torch.gt, torch.ge, torch.logical_and, torch.logical_or, torch.logical_xor, torch.atan2, torch.hypot,
+               torch.fmax, torch.fmin, torch.bitwise_and, torch.bitwise_or, torch.masked_fill,
+               methods=("floor_divide", "maximum", "minimum", "fmod", "remainder", "eq", "ne", "lt", "le", "gt", "ge",
+                        "logical_and", "logical_or", "logical_xor", "atan2", "hypot", "fmax", "fmin", "bitwise_and",
+                        "bitwise_or", "__rtruediv__", "masked_fill", "masked_fill_"))  # fmt: skip
 def _elementwise(ctx: Ctx, input: Any, other: Any, *args: Any, **kwargs: Any) -> Any:
     """Broadcasting element-wise op: operand dims of the output's size are one class
-    (this is what ties a squeeze-excitation gate to the channels it scales)."""
+    (this is what ties a squeeze-excitation gate to the channels it scales). The records
+    below share this rule and differ in what zero-tracking and depth pruning know of them."""
     if not ctx.returns_tensor:
         return None  # python arithmetic on sizes
     return _broadcast(ctx, [input, other], ctx.out_shape())
+
+
+# y = a + b: zero where both are; either operand may be a removable branch (blocks.py)
+register_rule("add", operator.add, operator.iadd, torch.add, methods=("add", "add_", "__add__", "__radd__"),
+              zeros="sum", block="add")(_elementwise)  # fmt: skip
+# y = a - b: only b may be a removable branch
+register_rule("sub", operator.sub, operator.isub, torch.sub, torch.subtract,
+              methods=("sub", "sub_", "__sub__", "subtract"),
+              zeros="sum", block="sub")(_elementwise)  # fmt: skip
+# x.__rsub__(y) = y - x
+register_rule("rsub", torch.rsub, methods=("__rsub__",), zeros="sum")(_elementwise)
+register_rule("mul", operator.mul, operator.imul, torch.mul, torch.multiply,
+              methods=("mul", "mul_", "__mul__", "__rmul__", "multiply"), zeros="product")(_elementwise)  # fmt: skip
+# a / b with a first (``__rtruediv__`` divides by its first operand: it stays "elementwise")
+register_rule("div", operator.truediv, operator.itruediv, torch.div, torch.divide, torch.true_divide,
+              methods=("div", "div_", "true_divide", "__truediv__", "divide"), zeros="quotient")(_elementwise)  # fmt: skip
+register_rule("pow", operator.pow, torch.pow, methods=("pow", "pow_"), zeros="power")(_elementwise)
+# x.expand_as(y): x's values in y's shape; an expanded dim keeps its class only where y has it too
+register_rule("expand_as", methods=("expand_as",), zeros="moves")(_elementwise)
 
 
 @register_rule("where", torch.where, methods=("where",))
@@ -454,7 +233,8 @@ def _where(ctx: Ctx, condition: Any, input: Any = None, other: Any = None) -> An
     return _broadcast(ctx, [condition, input, other], ctx.out_shape())
 
 
-@register_rule("clamp", torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max,
+@register_rule("clamp", torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max, torch.clamp_, torch.clamp_min_,
+               torch.clamp_max_, torch.clip_,
                methods=("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_", "clamp_max", "clamp_max_"))  # fmt: skip
 def _clamp(ctx: Ctx, input: Any, min: Any = None, max: Any = None) -> Any:
     """Element-wise; tensor bounds broadcast like operands (``clamp(x, min=t)`` with a
@@ -470,7 +250,7 @@ def _ternary(ctx: Ctx, input: Any, a: Any, b: Any, *args: Any, **kwargs: Any) ->
     return _broadcast(ctx, [input, a, b], ctx.out_shape())
 
 
-@register_rule("prelu", F.prelu, torch.prelu)
+@register_rule("prelu", F.prelu, torch.prelu, methods=("prelu",))
 def _prelu(ctx: Ctx, input: Val, weight: Val) -> Any:
     """PReLU: one slope per channel (dim 1), or a single shared slope."""
     if weight.shape[0] > 1:
@@ -486,7 +266,7 @@ def _prelu_module(ctx: Ctx, mod: nn.PReLU, fqn: str, input: Any) -> dict:
 # ------------------------------------------------------------------------------------------
 # parameterized layers
 # ------------------------------------------------------------------------------------------
-@register_rule("conv", F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d)
+@register_rule("conv", F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d, zeros="conv")
 def _conv(
     ctx: Ctx, input: Val, weight: Val, bias: Val | None = None, stride: Any = 1,
     padding: Any = 0, dilation: Any = 1, groups: int = 1, transposed: bool = False,
@@ -546,7 +326,7 @@ def _conv_transpose_module(ctx: Ctx, mod: nn.Module, fqn: str, input: Any, outpu
             "groups": mod.groups}  # fmt: skip
 
 
-@register_rule("linear", F.linear, torch._C._nn.linear)
+@register_rule("linear", F.linear, torch._C._nn.linear, zeros="linear")
 def _linear(ctx: Ctx, input: Val, weight: Val, bias: Val | None = None) -> Any:
     """y = x W^T + b: in and out features are different axes, tied to W's dims."""
     out = ctx.ax.new(weight.shape[0]) if weight.ndim == 2 else None
@@ -577,7 +357,8 @@ def _contract(ctx: Ctx, a: Val, da: int, b: Val, db: int) -> None:
             ctx.approx(a.axes[da], "contracted between two activations (matmul/einsum)")
 
 
-@register_rule("matmul", torch.matmul, operator.matmul, torch.mm, torch.bmm, methods=("matmul", "mm", "bmm", "__matmul__"))
+@register_rule("matmul", torch.matmul, operator.matmul, torch.mm, torch.bmm,
+               methods=("matmul", "mm", "bmm", "__matmul__"), zeros="matmul")  # fmt: skip
 def _matmul(ctx: Ctx, input: Val, other: Val) -> Any:
     a, b = input, other
     out_shape = ctx.out_shape()
@@ -629,7 +410,7 @@ def _einsum(ctx: Ctx, equation: str, *operands: Any) -> Any:
     return tuple(letter[ch][0].axes[letter[ch][1]] for ch in rhs)
 
 
-@register_rule("embedding", F.embedding)
+@register_rule("embedding", F.embedding, zeros="embedding")
 def _embedding(ctx: Ctx, input: Val, weight: Val, *args: Any, **kwargs: Any) -> Any:
     """Rows are looked up by index, so the vocabulary dim is pinned; the embedding dim is free."""
     ctx.pin(weight.axes[0], "embedding rows are looked up by index")
@@ -644,7 +425,7 @@ def _embedding_module(ctx: Ctx, mod: nn.Embedding, fqn: str, input: Any) -> dict
 # ------------------------------------------------------------------------------------------
 # normalization
 # ------------------------------------------------------------------------------------------
-@register_rule("batch_norm", F.batch_norm)
+@register_rule("batch_norm", F.batch_norm, zeros="batch_norm")
 def _batch_norm(
     ctx: Ctx, input: Val, running_mean: Val | None, running_var: Val | None, weight: Val | None = None,
     bias: Val | None = None, *args: Any, **kwargs: Any,
@@ -665,7 +446,7 @@ def _batch_norm(
     return input.axes
 
 
-@register_rule("torch.batch_norm", torch.batch_norm)
+@register_rule("torch.batch_norm", torch.batch_norm, zeros="batch_norm")
 def _torch_batch_norm(
     ctx: Ctx, input: Val, weight: Any = None, bias: Any = None, running_mean: Any = None, running_var: Any = None,
     training: bool = False, *args: Any, **kwargs: Any,
@@ -682,13 +463,24 @@ def _batch_norm_module(ctx: Ctx, mod: nn.Module, fqn: str, input: Any) -> dict:
             "bias": _opt(ctx, mod, fqn, "bias")}  # fmt: skip
 
 
-@register_rule("instance_norm", F.instance_norm, torch.instance_norm)
+@register_rule("instance_norm", F.instance_norm)
 def _instance_norm(
     ctx: Ctx, input: Val, running_mean: Val | None = None, running_var: Val | None = None,
     weight: Val | None = None, bias: Val | None = None, *args: Any, **kwargs: Any,
 ) -> Any:  # fmt: skip
     """Statistics per (sample, channel) over space: channels stay independent."""
     return _batch_norm(ctx, input, running_mean, running_var, weight, bias)
+
+
+@register_rule("torch.instance_norm", torch.instance_norm)
+def _torch_instance_norm(
+    ctx: Ctx, input: Val, weight: Any = None, bias: Any = None, running_mean: Any = None, running_var: Any = None,
+    *args: Any, **kwargs: Any,
+) -> Any:  # fmt: skip
+    """``torch.instance_norm(input, weight, bias, running_mean, running_var, use_input_stats, ...)``
+    (ATen's order): F.instance_norm's relations. It used to bind to F.instance_norm's order,
+    reading the weight as the running mean."""
+    return _instance_norm(ctx, input, running_mean, running_var, weight, bias)
 
 
 @register_module("instance_norm", nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
@@ -720,7 +512,7 @@ def _group_norm_module(ctx: Ctx, mod: nn.GroupNorm, fqn: str, input: Any) -> dic
             "bias": _opt(ctx, mod, fqn, "bias")}  # fmt: skip
 
 
-@register_rule("layer_norm", F.layer_norm, torch.layer_norm, F.rms_norm)
+@register_rule("layer_norm", F.layer_norm, torch.layer_norm, F.rms_norm, torch.rms_norm)
 def _layer_norm(ctx: Ctx, input: Val, normalized_shape: Any, weight: Val | None = None,
                 bias: Val | None = None, eps: Any = None, *args: Any) -> Any:  # fmt: skip
     """Statistics over the last len(normalized_shape) dims: those dims are approximate."""
@@ -806,7 +598,7 @@ def _spatial(ctx: Ctx, input: Val, k: int, what: str) -> Any:
 
 
 _POOL = {
-    1: [F.max_pool1d, F.avg_pool1d, F.adaptive_avg_pool1d, F.adaptive_max_pool1d, F.lp_pool1d,
+    1: [F.max_pool1d, F.avg_pool1d, F.adaptive_avg_pool1d, F.adaptive_max_pool1d, torch.adaptive_max_pool1d, F.lp_pool1d,
         torch.max_pool1d, torch.avg_pool1d, torch.adaptive_avg_pool1d],
     2: [F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.lp_pool2d,
         torch.max_pool2d, torch._C._nn.avg_pool2d, torch._C._nn.adaptive_avg_pool2d],
@@ -903,7 +695,7 @@ _STATISTICS = ("mean", "var", "std")
 @register_rule("reduce", torch.mean, torch.sum, torch.amax, torch.amin, torch.prod, torch.std,
                torch.var, torch.logsumexp, torch.nansum, torch.nanmean, torch.max, torch.min,
                torch.any, torch.all, torch.argmax, torch.argmin,
-               methods=("mean", "sum", "amax", "amin", "prod", "std", "var", "logsumexp", "nansum",
+               methods=("mean", "sum", "amax", "amin", "prod", "std", "var", "logsumexp", "nansum", "nanmean",
                         "max", "min", "any", "all", "argmax", "argmin"))  # fmt: skip
 def _reduce(ctx: Ctx, input: Val, *args: Any, **kwargs: Any) -> Any:
     """Reduced dims mix all their indices and are pinned; kept dims pass through. A mean,
@@ -919,6 +711,28 @@ def _reduce(ctx: Ctx, input: Val, *args: Any, **kwargs: Any) -> Any:
     zero_safe = name in ("sum", "nansum") and kwargs.get("dtype") is None
     kept = _reduced(ctx, input, _dims(dim, input.ndim), keepdim, name if name in _STATISTICS else None, zero_safe)
     return kept if ctx.returns_tensor else [kept for _ in ctx.spec]  # (values, indices)
+
+
+@register_rule("cumulative", torch.cumsum, torch.cumprod, torch.logcumsumexp, torch.cummax, torch.cummin,
+               *aten_ops("cumsum.default", "cumprod.default", "logcumsumexp.default", "cummax.default",
+                         "cummin.default", "cumsum_.default", "cumprod_.default"),
+               methods=("cumsum", "cumprod", "logcumsumexp", "cummax", "cummin", "cumsum_", "cumprod_"))  # fmt: skip
+def _cumulative(ctx: Ctx, input: Val, dim: int, *args: Any, **kwargs: Any) -> Any:
+    """A running reduction along ``dim``: that dim mixes its indices and is pinned; the others
+    pass through (``cummax``/``cummin``: values and indices alike)."""
+    ctx.pin(input.axes[_dim(dim, input.ndim)], "cumulative reduction over")
+    return input.axes if ctx.returns_tensor else [input.axes for _ in ctx.spec]
+
+
+@register_rule("diff", torch.diff, *aten_ops("diff.default"), methods=("diff",))
+def _diff(ctx: Ctx, input: Val, n: int = 1, dim: int = -1, prepend: Any = None, append: Any = None) -> Any:
+    """Differences of neighbours along ``dim``: that dim is pinned, the others pass through."""
+    if prepend is not None or append is not None:
+        raise ValueError("diff with prepend/append is not described")
+    d = _dim(dim, input.ndim)
+    new = ctx.ax.new(ctx.out_shape()[d])
+    ctx.pin([input.axes[d], new], "differences along")
+    return input.axes[:d] + (new,) + input.axes[d + 1 :]
 
 
 def _reduced(
@@ -961,7 +775,7 @@ def _norm(ctx: Ctx, input: Val, p: Any = None, dim: Any = None, keepdim: bool = 
 # views and layout
 # ------------------------------------------------------------------------------------------
 @register_rule("flip", torch.flip, *[op for op in [getattr(getattr(torch.ops.aten, "flip", None), "default", None)] if op],
-               methods=("flip",), moves_zeros=True)  # fmt: skip
+               methods=("flip",), zeros="moves")  # fmt: skip
 def _flip(ctx: Ctx, input: Val, dims: Any) -> Any:
     """Reverses the order along ``dims``: index i goes to n - 1 - i, which pruning would change,
     so those dims are pinned (in and out); every other dim passes through. It only moves
@@ -977,7 +791,7 @@ def _flip(ctx: Ctx, input: Val, dims: Any) -> Any:
 
 @register_rule("reshape", torch.reshape, torch.flatten, torch.squeeze, torch.unsqueeze,
                torch.unflatten, methods=("view", "reshape", "flatten", "squeeze", "unsqueeze",
-                                         "unflatten", "view_as", "reshape_as", "squeeze_", "unsqueeze_"))  # fmt: skip
+                                         "unflatten", "view_as", "reshape_as", "squeeze_", "unsqueeze_"), zeros="moves")  # fmt: skip
 def _view(ctx: Ctx, input: Val, *args: Any, **kwargs: Any) -> Any:
     """Any reshape, flatten, squeeze or unsqueeze: see ``_reshape``. (A flatten of C x H x W
     gives each channel its H*W columns of the next linear.)"""
@@ -989,7 +803,7 @@ def _view_module(ctx: Ctx, mod: nn.Module, fqn: str, input: Any) -> dict:
     return {"input": input}
 
 
-@register_rule("permute", torch.permute, methods=("permute",))
+@register_rule("permute", torch.permute, methods=("permute",), zeros="moves")
 def _permute(ctx: Ctx, input: Val, *dims: Any) -> Any:
     if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
         dims = tuple(dims[0])
@@ -997,7 +811,7 @@ def _permute(ctx: Ctx, input: Val, *dims: Any) -> Any:
 
 
 @register_rule("transpose", torch.transpose, torch.swapaxes, torch.swapdims,
-               methods=("transpose", "swapaxes", "swapdims", "transpose_"))  # fmt: skip
+               methods=("transpose", "swapaxes", "swapdims", "transpose_"), zeros="moves")  # fmt: skip
 def _transpose(ctx: Ctx, input: Val, dim0: int, dim1: int) -> Any:
     axes = list(input.axes)
     a, b = _dim(dim0, input.ndim), _dim(dim1, input.ndim)
@@ -1005,12 +819,12 @@ def _transpose(ctx: Ctx, input: Val, dim0: int, dim1: int) -> Any:
     return tuple(axes)
 
 
-@register_rule("t", torch.t, methods=("t",))
+@register_rule("t", torch.t, methods=("t",), zeros="moves")
 def _t(ctx: Ctx, input: Val) -> Any:
     return input.axes[::-1]
 
 
-@register_rule("movedim", torch.movedim, torch.moveaxis, methods=("movedim", "moveaxis"))
+@register_rule("movedim", torch.movedim, torch.moveaxis, methods=("movedim", "moveaxis"), zeros="moves")
 def _movedim(ctx: Ctx, input: Val, source: Any, destination: Any) -> Any:
     def listed(v: Any) -> list[int]:  # keeps the given order, unlike _dims
         return [_dim(d, input.ndim) for d in (v if isinstance(v, (list, tuple)) else [v])]
@@ -1023,7 +837,7 @@ def _movedim(ctx: Ctx, input: Val, source: Any, destination: Any) -> Any:
     return tuple(input.axes[o if o is not None else next(rest)] for o in order)
 
 
-@register_rule("expand", methods=("expand", "broadcast_to"))
+@register_rule("expand", methods=("expand",), zeros="moves")
 def _expand(ctx: Ctx, input: Val, *sizes: Any, size: Any = None) -> Any:
     """Size-1 dims broadcast to n are copies: a fresh axis, which any class may absorb (the
     size literal is re-derived on rewrite; ``x.expand(size=...)`` too)."""
@@ -1036,12 +850,12 @@ def _expand(ctx: Ctx, input: Val, *sizes: Any, size: Any = None) -> Any:
     return tuple(out)
 
 
-@register_rule("broadcast_to", torch.broadcast_to)
+@register_rule("broadcast_to", torch.broadcast_to, methods=("broadcast_to",), zeros="moves")
 def _broadcast_to(ctx: Ctx, input: Val, size: Any) -> Any:
     return _expand(ctx, input, size)
 
 
-@register_rule("repeat", methods=("repeat", "tile"))
+@register_rule("repeat", torch.tile, methods=("repeat", "tile"), zeros="moves")
 def _repeat(ctx: Ctx, input: Val, *sizes: Any) -> Any:
     """Tiling: out dim = (copy, index) with the copy count pinned."""
     if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
@@ -1064,7 +878,7 @@ def _repeat(ctx: Ctx, input: Val, *sizes: Any) -> Any:
     return tuple(out)
 
 
-@register_rule("repeat_interleave", torch.repeat_interleave, methods=("repeat_interleave",))
+@register_rule("repeat_interleave", torch.repeat_interleave, methods=("repeat_interleave",), zeros="moves")
 def _repeat_interleave(ctx: Ctx, input: Val, repeats: Any, dim: int | None = None, **kwargs: Any) -> Any:
     """Each index repeated r times in place: out dim = (index, copy), copy count pinned."""
     if not isinstance(repeats, int) or dim is None:
@@ -1077,7 +891,7 @@ def _repeat_interleave(ctx: Ctx, input: Val, repeats: Any, dim: int | None = Non
     return tuple(out)
 
 
-@register_rule("cat", torch.cat, torch.concat, torch.concatenate)
+@register_rule("cat", torch.cat, torch.concat, torch.concatenate, zeros="concat")
 def _cat(ctx: Ctx, tensors: Any, dim: int = 0) -> Any:
     """Concatenation: the output dim is the inputs' dims one after another; all other dims
     are one class."""
@@ -1092,7 +906,7 @@ def _cat(ctx: Ctx, tensors: Any, dim: int = 0) -> Any:
     return tuple(out)
 
 
-@register_rule("stack", torch.stack)
+@register_rule("stack", torch.stack, zeros="concat")
 def _stack(ctx: Ctx, tensors: Any, dim: int = 0) -> Any:
     vals = list(tensors)
     d = _dim(dim, vals[0].ndim + 1)
@@ -1122,8 +936,8 @@ _SPLIT_SPELLINGS = {"split_size_or_sections", "split_size", "split_sizes", "chun
                     "sections", "indices_or_sections", "tensor_indices_or_sections"}
 
 
-@register_rule("split", torch.split, torch.chunk, torch.tensor_split,
-               methods=("split", "chunk", "split_with_sizes", "tensor_split"))  # fmt: skip
+@register_rule("split", torch.split, torch.chunk, torch.tensor_split, torch.split_with_sizes,
+               methods=("split", "chunk", "split_with_sizes", "tensor_split"), zeros="moves")  # fmt: skip
 def _split(ctx: Ctx, input: Val, split: Any = None, dim: int = 0, **spelled: Any) -> Any:
     """split / chunk along any dim: the input dim is the pieces one after another. The piece
     sizes come from the example outputs, so every keyword spelling of the pieces
@@ -1138,13 +952,13 @@ def _split(ctx: Ctx, input: Val, split: Any = None, dim: int = 0, **spelled: Any
     return _split_out(ctx, input, d, sizes)
 
 
-@register_rule("unbind", torch.unbind, methods=("unbind",))
+@register_rule("unbind", torch.unbind, methods=("unbind",), zeros="moves")
 def _unbind(ctx: Ctx, input: Val, dim: int = 0) -> Any:
     d = _dim(dim, input.ndim)
     return _split_out(ctx, input, d, [1] * input.shape[d], keep_dim=False)
 
 
-@register_rule("narrow", torch.narrow, methods=("narrow",))
+@register_rule("narrow", torch.narrow, methods=("narrow",), zeros="moves")
 def _narrow(ctx: Ctx, input: Val, dim: int, start: int, length: int) -> Any:
     d = _dim(dim, input.ndim)
     n = input.shape[d]
@@ -1193,7 +1007,7 @@ def _index(ctx: Ctx, input: Val, idx: Any) -> Any:
     return tuple(out)
 
 
-@register_rule("getitem", operator.getitem)
+@register_rule("getitem", operator.getitem, zeros="moves")
 def _getitem(ctx: Ctx, a: Any, b: Any) -> Any:
     if isinstance(a, Val):
         return _index(ctx, a, b)
@@ -1203,7 +1017,9 @@ def _getitem(ctx: Ctx, a: Any, b: Any) -> Any:
 # ------------------------------------------------------------------------------------------
 # metadata reads and tensor creation
 # ------------------------------------------------------------------------------------------
-@register_rule("meta", builtins.getattr, builtins.len, methods=("size", "dim", "numel", "is_contiguous", "type", "get_device", "element_size", "nelement"))
+@register_rule("meta", builtins.getattr, builtins.len, torch.numel, torch.get_device,
+               methods=("size", "dim", "numel", "is_contiguous", "type", "get_device", "element_size", "nelement",
+                        "item"))  # fmt: skip
 def _meta(ctx: Ctx, input: Any, *args: Any) -> Any:
     """Reads sizes, dtypes or devices: no tensor result, no relation. Sizes of pruned dims
     change at run time; the rewrite re-derives shape arguments that depend on them."""
@@ -1225,9 +1041,15 @@ _CREATE = [torch.zeros, torch.ones, torch.empty, torch.rand, torch.randn, torch.
 
 
 # new_tensor(data) takes data, not sizes: it has no rule (its classes are pinned)
-@register_rule("create", *_CREATE, methods=("new_zeros", "new_ones", "new_empty", "new_full"))
+@register_rule("create", *_CREATE, *aten_ops("zeros.default", "ones.default", "empty.memory_format", "full.default",
+                                              "rand.default", "randn.default", "scalar_tensor.default",
+                                              "new_zeros.default", "new_ones.default", "new_empty.default",
+                                              "new_full.default", "rand.generator", "randn.generator"),
+               torch.scalar_tensor, methods=("new_zeros", "new_ones", "new_empty", "new_full"))  # fmt: skip
 def _create(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
-    """A new tensor from sizes: fresh axes; its size arguments are re-derived on rewrite."""
+    """A new tensor from sizes: fresh axes; its size arguments are re-derived on rewrite
+    (``torch.zeros(2, 3)``, ``torch.zeros((2, 3))``, ``aten.zeros([2, 3])`` and ``x.new_zeros``
+    / ``aten.new_zeros(x, [2, 3])`` alike)."""
     return ctx.fresh(ctx.out_shape())
 
 

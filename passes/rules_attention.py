@@ -12,7 +12,8 @@ Every rule states what the op does with heads and channels; none is keyed on a m
 - A rewrite that changes head_dim keeps the original softmax scale (an explicit ``scale=``),
   so the pruned model equals the masked original.
 
-Imported once, at the end of ``passes/rules.py``.
+Imported from ``passes/ops.py``, after the core rules; its rewrite hooks, module updates and FLOP
+formulas are facets of the same records, registered here.
 """
 
 from __future__ import annotations
@@ -26,7 +27,19 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .rules import Ctx, Val, _broadcast, _contract, _dim, _tie, register_module, register_rule
+from .rules import (
+    Ctx,
+    Val,
+    _broadcast,
+    _contract,
+    _dim,
+    _tie,
+    register_flops,
+    register_module,
+    register_module_update,
+    register_rewrite,
+    register_rule,
+)
 
 __all__: list[str] = []
 
@@ -67,7 +80,7 @@ def _attention_core(ctx: Ctx, q: Val, k: Val, v: Val, mask: Any, enable_gqa: boo
     return batch + (q.axes[-2], v.axes[-1])
 
 
-@register_rule("sdpa", F.scaled_dot_product_attention)
+@register_rule("sdpa", F.scaled_dot_product_attention, zeros="attention")
 def _sdpa(
     ctx: Ctx, query: Val, key: Val, value: Val, attn_mask: Any = None, dropout_p: float = 0.0,
     is_causal: Any = False, scale: Any = None, enable_gqa: bool = False,
@@ -78,8 +91,6 @@ def _sdpa(
 
 
 def _register_sdpa_rewrite() -> None:
-    from .rules import register_rewrite
-
     @register_rewrite("sdpa")
     def _rw_sdpa(rw: Any, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
         q = node.args[0] if node.args else node.kwargs["query"]
@@ -218,7 +229,6 @@ def _register_mha() -> None:
 
 def _register_mha_update() -> None:
     from .modules import PrunedMultiheadAttention
-    from .rules import register_module_update
 
     @register_module_update(nn.MultiheadAttention, PrunedMultiheadAttention)
     def _update_mha(rw: Any, node: fx.Node, m: nn.Module) -> nn.Module | None:
@@ -240,7 +250,7 @@ def _register_mha_update() -> None:
 # roll and gather by an index tensor (relative-position tables)
 # ------------------------------------------------------------------------------------------
 @register_rule("roll", torch.roll, *[op for op in [getattr(getattr(torch.ops.aten, "roll", None), "default", None)] if op],
-               methods=("roll",))  # fmt: skip
+               methods=("roll",), zeros="moves")  # fmt: skip
 def _roll(ctx: Ctx, input: Val, shifts: Any, dims: Any = None) -> Any:
     """Rolled dims move indices around: pinned. Every other dim passes through. ``dims``
     None (torch) or empty (``aten.roll.default``) rolls the flattened tensor."""
@@ -330,7 +340,6 @@ def _register_swin_rewrite() -> None:
     except ImportError:
         return
     from . import modules as fm
-    from .rules import register_rewrite
 
     @register_rewrite("shifted_window_attention")
     def _rw_swa(rw: Any, node: fx.Node, args: tuple, kwargs: dict, graph: fx.Graph, taint: set) -> Any:
@@ -353,7 +362,6 @@ def _register_swin_rewrite() -> None:
 
 def _register_mha_functional_rewrite() -> None:
     from . import modules as fm
-    from .rules import register_rewrite
 
     names = list(inspect.signature(F.multi_head_attention_forward).parameters)
 
@@ -373,61 +381,36 @@ def _register_mha_functional_rewrite() -> None:
         return fm.multi_head_attention_forward, (), bound
 
 
-def _register_mha_flops() -> None:
+@register_flops("mha", getattr(torch.ops.aten, "_native_multi_head_attention", None))
+def _native_mha_flop(q: Any, k: Any, v: Any, embed_dim: int, num_head: int, qkv_w: Any, qkv_b: Any,
+                     proj_w: Any, proj_b: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:  # fmt: skip
     """``nn.MultiheadAttention``'s inference fast path runs ``aten._native_multi_head_attention``,
     which ``torch.utils.flop_counter`` does not count, so ``count_macs`` missed every attention
     of torchvision's ViT and a pruned ViT (whose attention runs as counted matmuls) could show
     *more* MACs than the original. The formula counts the same matmuls: the q/k/v and output
     projections and the two attention products, 2 FLOPs per multiply-accumulate."""
-    from torch.utils.flop_counter import flop_registry, register_flop_formula
-
-    op = getattr(torch.ops.aten, "_native_multi_head_attention", None)
-    if op is None or op in flop_registry:
-        return
-
-    @register_flop_formula(op)
-    def _native_mha_flop(q: Any, k: Any, v: Any, embed_dim: int, num_head: int, qkv_w: Any, qkv_b: Any,
-                         proj_w: Any, proj_b: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:  # fmt: skip
-        batch = math.prod(q[:-2]) if len(q) > 2 else 1
-        lq, sk, e = q[-2], k[-2], q[-1]
-        inner = qkv_w[0] // 3
-        macs = batch * (lq * e * inner + 2 * sk * e * inner + 2 * lq * sk * inner + lq * inner * proj_w[0])
-        return 2 * macs
+    batch = math.prod(q[:-2]) if len(q) > 2 else 1
+    lq, sk, e = q[-2], k[-2], q[-1]
+    inner = qkv_w[0] // 3
+    macs = batch * (lq * e * inner + 2 * sk * e * inner + 2 * lq * sk * inner + lq * inner * proj_w[0])
+    return 2 * macs
 
 
-_register_mha_flops()
-
-
-def _register_cpu_sdpa_flops() -> None:
+@register_flops("sdpa", getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None))
+def _cpu_sdpa_flop(q: Any, k: Any, v: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
     """On the CPU, ``F.scaled_dot_product_attention`` runs
     ``aten._scaled_dot_product_flash_attention_for_cpu``, which ``torch.utils.flop_counter``
     does not count (it knows the CUDA kernels), so ``count_macs`` of a model using SDPA missed
     its attention on the CPU. Counted like the CUDA kernels: the two products q k^T and
     p v, 2 FLOPs per multiply-accumulate."""
-    from torch.utils.flop_counter import flop_registry, register_flop_formula
-
-    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if op is None or op in flop_registry:
-        return
-
-    @register_flop_formula(op)
-    def _cpu_sdpa_flop(q: Any, k: Any, v: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
-        batch = math.prod(q[:-2])
-        lq, d, sk, dv = q[-2], q[-1], k[-2], v[-1]
-        return 2 * batch * (lq * sk * d + lq * sk * dv)
-
-
-_register_cpu_sdpa_flops()
-
-
-def register_rewrites() -> None:
-    """Rewrite hooks and module updates; called once at the end of ``passes/rewrite.py``
-    (importing it from here, during the rules' import, would be circular)."""
-    _register_sdpa_rewrite()
-    _register_mha_update()
-    _register_mha_functional_rewrite()
-    _register_swin_rewrite()
+    batch = math.prod(q[:-2])
+    lq, d, sk, dv = q[-2], q[-1], k[-2], v[-1]
+    return 2 * batch * (lq * sk * d + lq * sk * dv)
 
 
 _register_mha()
 _register_torchvision_swin()
+_register_sdpa_rewrite()
+_register_mha_update()
+_register_mha_functional_rewrite()
+_register_swin_rewrite()

@@ -4,10 +4,10 @@ point-cloud networks are built from: top-k, gathers by a tensor index (``x[idx]`
 ``scatter_reduce_``, also in their ``torch.export`` spellings), ``arange``, and a sum over a
 product with a parameter (attention scores ``(h * a).sum(-1)``), which is a contraction.
 
-Imported at the end of ``rules.py``, so every rule here is in the table whenever the rule
-table is. The module updates (new ``hidden_size`` and re-built flat weights after slicing)
-are registered from ``rewrite.py``'s side through ``MODULE_UPDATES``: importing
-``rewrite`` from here would be circular.
+Imported from ``passes/ops.py`` after the core rules (``getitem`` and ``sum`` here are
+``when=`` specializations of the core rules, so the order among content modules does not
+matter for them). Each op's torch and ATen spellings, module update (new ``hidden_size`` and
+re-built flat weights after slicing) and FLOP formula are registered here, with its rule.
 
 Recurrent layers: one class ``H`` holds the hidden units of every layer and both
 directions. nn.LSTM has a single ``hidden_size``, and ``h_n`` stacks the states of every
@@ -24,17 +24,36 @@ layer keeps the same units (nn.LSTM could not hold different counts anyway).
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from .rules import Ctx, Val, _dim, _getitem, _reduce, register_module, register_rule
+from .rules import (
+    Ctx,
+    Val,
+    _dim,
+    _getitem,
+    _reduce,
+    register_flops,
+    register_module,
+    register_module_update,
+    register_rule,
+)
 
-__all__ = ["MODULE_UPDATES"]
+__all__: list[str] = []
 
-#: module class -> ``fn(rw, node, module)``; registered by ``rewrite.py``.
-MODULE_UPDATES: dict[type, Callable[..., None]] = {}
+def _aten(*names: str) -> list[Any]:
+    """``"scatter_add_.default"`` -> ``torch.ops.aten.scatter_add_.default`` (names this
+    torch lacks are skipped): the spellings of a ``torch.export`` graph."""
+    out = []
+    for name in names:
+        packet, _, overload = name.partition(".")
+        op = getattr(getattr(torch.ops.aten, packet, None), overload or "default", None)
+        if op is not None:
+            out.append(op)
+    return out
+
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
@@ -117,6 +136,7 @@ def _rnn(
     return [tuple(out), [h_n, c_n]] if mode == "LSTM" else [tuple(out), h_n]
 
 
+@register_module_update(nn.LSTM, nn.GRU, nn.RNN)
 def _update_rnn(rw: Any, node: Any, m: nn.RNNBase) -> None:
     """Sizes from the sliced weights; re-collect ``_flat_weights`` (the forward reads them)."""
     gates = _GATES[m.mode]
@@ -127,35 +147,21 @@ def _update_rnn(rw: Any, node: Any, m: nn.RNNBase) -> None:
     m._init_flat_weights()
 
 
-for _cls in (nn.LSTM, nn.GRU, nn.RNN):
-    MODULE_UPDATES[_cls] = _update_rnn
-
-
-def _register_rnn_flops() -> None:
+@register_flops("rnn", getattr(torch.ops.aten, "mkldnn_rnn_layer", None))
+def _mkldnn_rnn_layer_flop(input_shape: Any, w_ih: Any, w_hh: Any, *args: Any, out_shape: Any = None,
+                           **kwargs: Any) -> int:  # fmt: skip
     """On CPU, nn.LSTM runs as ``aten.mkldnn_rnn_layer``, which ``torch.utils.flop_counter``
     does not count (so ``count_macs`` and ``speedup=`` targets would miss every LSTM). The
     formula is the one the flop counter gives the decomposed GRU/RNN: two matmuls per step,
     ``(G*H x in)`` and ``(G*H x H)``, each 2 FLOPs per multiply-accumulate."""
-    from torch.utils.flop_counter import flop_registry, register_flop_formula
-
-    op = getattr(torch.ops.aten, "mkldnn_rnn_layer", None)
-    if op is None or op in flop_registry:
-        return
-
-    @register_flop_formula(op)
-    def _mkldnn_rnn_layer_flop(input_shape: Any, w_ih: Any, w_hh: Any, *args: Any, out_shape: Any = None,
-                               **kwargs: Any) -> int:  # fmt: skip
-        steps = input_shape[0] * input_shape[1] if len(input_shape) == 3 else input_shape[0]
-        return 2 * steps * (w_ih[0] * w_ih[1] + w_hh[0] * w_hh[1])
-
-
-_register_rnn_flops()
+    steps = input_shape[0] * input_shape[1] if len(input_shape) == 3 else input_shape[0]
+    return 2 * steps * (w_ih[0] * w_ih[1] + w_hh[0] * w_hh[1])
 
 
 # ------------------------------------------------------------------------------------------
 # selection and gathers (k-nearest neighbours, neighbour features)
 # ------------------------------------------------------------------------------------------
-@register_rule("topk", torch.topk, methods=("topk",))
+@register_rule("topk", torch.topk, *_aten("topk.default"), methods=("topk",))
 def _topk(ctx: Ctx, input: Val, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:
     """(values, indices) of the k largest along ``dim``: that dim is a selection over all its
     entries (pinned, in and out); every other dim passes through."""
@@ -167,9 +173,10 @@ def _topk(ctx: Ctx, input: Val, k: int, dim: int = -1, largest: bool = True, sor
     return [out, out]
 
 
-@register_rule("arange", torch.arange)
+@register_rule("arange", torch.arange, *_aten("arange.default", "arange.start", "arange.start_step"))
 def _arange(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
-    """A new 1-D tensor whose values are its positions: nothing in it may be removed."""
+    """A new 1-D tensor whose values are its positions: nothing in it may be removed (torch and
+    ATen spellings alike: the values do not depend on how the sizes are spelled)."""
     out = ctx.fresh(ctx.out_shape())
     ctx.pin(out, "values of torch.arange are positions")
     return out
@@ -208,7 +215,7 @@ def _getitem_gather(ctx: Ctx, a: Any, b: Any) -> Any:
     return a.axes[:d] + index.axes + a.axes[d + 1:]
 
 
-@register_rule("index_select", torch.index_select, methods=("index_select",))
+@register_rule("index_select", torch.index_select, *_aten("index_select.default"), methods=("index_select",))
 def _index_select(ctx: Ctx, input: Val, dim: int, index: Val) -> Any:
     """Rows picked by an index: ``dim`` is gathered from (pinned); the others pass through."""
     d = _dim(dim, input.ndim)
@@ -216,31 +223,24 @@ def _index_select(ctx: Ctx, input: Val, dim: int, index: Val) -> Any:
     return input.axes[:d] + (index.axes[0] if index.ndim else ctx.ax.new(1),) + input.axes[d + 1:]
 
 
-@register_rule("gather", torch.gather, methods=("gather",))
+@register_rule("gather", torch.gather, *_aten("gather.default"), methods=("gather",))
 def _gather(ctx: Ctx, input: Val, dim: int, index: Val, *, sparse_grad: bool = False) -> Any:
     """out[..., i, ...] = input[..., index[..., i, ...], ...] along ``dim``: that dim is
-    gathered from (pinned); every other dim is one class across input, index and output,
-    which needs the index to span the input there (a smaller index is not described)."""
+    gathered from (pinned); the output follows the index (position i of the result is index
+    position i). Every other dim is one class across input, index and output where the index
+    spans the input there; where it is smaller, the input is only partly read: both pinned."""
     d = _dim(dim, input.ndim)
-    if index.ndim != input.ndim or any(index.shape[i] != input.shape[i] for i in range(input.ndim) if i != d):
-        raise ValueError("gather with an index smaller than the input off the gathered dim is not described")
+    if index.ndim != input.ndim:
+        raise ValueError("gather with an index of another rank than the input is not described")
     ctx.pin(input.axes[d], "gathered from by torch.gather")
     for i in range(input.ndim):
-        if i != d:
+        if i == d:
+            continue
+        if index.shape[i] == input.shape[i]:
             ctx.unify(input.axes[i], index.axes[i])
+        else:
+            ctx.pin([input.axes[i], index.axes[i]], "gather reads part of this dim")
     return index.axes
-
-
-def _aten(*names: str) -> list[Any]:
-    """``"scatter_add_.default"`` -> ``torch.ops.aten.scatter_add_.default`` (names this
-    torch lacks are skipped): the spellings of a ``torch.export`` graph."""
-    out = []
-    for name in names:
-        packet, _, overload = name.partition(".")
-        op = getattr(getattr(torch.ops.aten, packet, None), overload or "default", None)
-        if op is not None:
-            out.append(op)
-    return out
 
 
 @register_rule("scatter", torch.scatter, torch.scatter_add, torch.scatter_reduce,

@@ -15,14 +15,19 @@ ops that keep the property (anything else answers no, which is the safe answer):
   along that dim are zeroed);
 - data movement (views, permutes, transposes, indexing, split/unbind pieces, expand, repeat,
   contiguous, dtype casts, dropout, identity), and zero-preserving element-wise functions
-  (relu, gelu, silu, tanh, neg, ...); any op registered with ``moves_zeros=True``;
+  (relu, gelu, silu, tanh, neg, ...);
 - an affine ``nn.BatchNorm*`` with ``c`` in its channel dim (weight and bias
   slices zeroed);
 - a product with any tensor (one factor zero-sourced), a quotient with a zero-sourced
-  numerator, a power with a constant positive exponent of a zero-sourced base, a sum or difference of zero-sourced tensors, a concatenation whose pieces
-  holding ``c`` are all zero-sourced;
+  numerator, a power with a constant positive exponent of a zero-sourced base, a sum or
+  difference of zero-sourced tensors, a concatenation whose pieces holding ``c`` are all zero-sourced;
 - ``matmul`` with ``c`` in a non-contracted dim of a zero-sourced operand; attention's output
   with ``c`` in the value's batch or channel dims and the value zero-sourced.
+
+Each op's behaviour is a facet of its record (``register_rule(..., zeros=kind)``, the kinds in
+``registry.ZERO_KINDS``): the tracker looks the node's record up and applies its kind; the
+arguments it reads (weight, bias, value) are bound by the names of the record's rule, so every
+spelling of the op (torch, method, ATen) is read alike.
 
 Example:
     >>> zt = ZeroTracker(gm, analysis.param_layouts)
@@ -32,70 +37,17 @@ Example:
 
 from __future__ import annotations
 
-import operator
+import inspect
 from typing import Any
 
-import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
-from .aten import TORCH_EQUIVALENT as _ATEN
+from . import ops as _ops  # noqa: F401 - every record registered, in the stated order
 from .keys import DIMS
-from .rules import ZERO_MOVES, key_of
+from .registry import OpSpec, spec_for_node
 
 __all__ = ["ZeroTracker"]
 
-_MOVE_METHODS = {
-    "view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "permute", "transpose", "t",
-    "contiguous", "expand", "expand_as", "repeat", "repeat_interleave", "movedim", "moveaxis", "swapaxes",
-    "swapdims", "narrow", "unbind", "split", "chunk", "tensor_split", "split_with_sizes", "clone", "detach",
-    "float", "half", "double", "bfloat16", "to", "type_as", "cpu", "cuda", "view_as", "reshape_as",
-    "broadcast_to", "tile",
-    # zero-preserving element-wise
-    "relu", "relu_", "relu6", "gelu", "silu", "tanh", "tanh_", "neg", "neg_", "abs", "square", "sqrt",
-    "sin", "erf", "sign", "trunc", "round", "floor", "ceil", "hardtanh", "hardtanh_",
-}  # fmt: skip
-_MOVE_FUNCS = {
-    torch.reshape, torch.flatten, torch.unflatten, torch.squeeze, torch.unsqueeze, torch.permute,
-    torch.transpose, torch.t, torch.movedim, torch.swapaxes, torch.swapdims, torch.narrow, torch.unbind,
-    torch.split, torch.chunk, torch.tensor_split, torch.clone, torch.detach, torch.repeat_interleave,
-    torch.broadcast_to, torch.roll,
-    torch.relu, F.relu, F.relu6, F.gelu, F.silu, F.mish, F.hardswish, F.hardtanh, F.leaky_relu, F.elu,
-    F.selu, F.celu, F.softsign, F.tanhshrink, F.hardshrink, F.softshrink, torch.tanh, F.tanh, torch.neg,
-    operator.neg, operator.pos, torch.abs, torch.square, torch.sqrt, torch.sin, torch.erf, torch.sign,
-    torch.trunc, torch.round, torch.floor, torch.ceil, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d,
-    F.alpha_dropout, F.feature_alpha_dropout, torch.dropout,
-}  # fmt: skip
-_MOVE_MODULES = (
-    nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
-    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Hardtanh, nn.LeakyReLU, nn.ELU, nn.SELU,
-    nn.CELU, nn.Tanh, nn.Softsign, nn.Tanhshrink, nn.Hardshrink, nn.Softshrink, nn.Flatten, nn.Unflatten,
-)  # fmt: skip
-_MUL = {operator.mul, operator.imul, torch.mul, torch.multiply, "mul", "mul_", "__mul__", "__rmul__"}
-_DIV = {operator.truediv, operator.itruediv, torch.div, torch.divide, torch.true_divide, "div", "div_",
-        "true_divide", "__truediv__"}  # fmt: skip
-_ADD = {operator.add, operator.iadd, operator.sub, operator.isub, torch.add, torch.sub, torch.subtract,
-        "add", "add_", "sub", "sub_", "__add__", "__radd__", "__sub__", "__rsub__"}  # fmt: skip
-_CAT = {torch.cat, torch.concat, torch.concatenate, torch.stack}
-_LINEAR = {F.linear, torch._C._nn.linear}
-_CONV = {F.conv1d, F.conv2d, F.conv3d, torch.conv1d, torch.conv2d, torch.conv3d}
-_MATMUL = {torch.matmul, operator.matmul, torch.mm, torch.bmm, "matmul", "mm", "bmm", "__matmul__"}
-_POW = {operator.pow, torch.pow, "pow", "pow_", "__pow__"}
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-def _aten_batch_norms() -> set:
-    """ATen batch norms whose (weight, bias) are args 1 and 2 (torch.export graphs)."""
-    found = set()
-    for name, overload in (("batch_norm", "default"), ("_native_batch_norm_legit_no_training", "default"),
-                           ("native_batch_norm", "default"), ("_native_batch_norm_legit_functional", "default")):  # fmt: skip
-        packet = getattr(torch.ops.aten, name, None)
-        if packet is not None and hasattr(packet, overload):
-            found.add(getattr(packet, overload))
-    return found
-
-
-_ATEN_BATCH_NORMS = _aten_batch_norms()
 _MAX_DEPTH = 400  # deeper chains answer "no" (safe) rather than recurse without bound
 
 
@@ -127,6 +79,7 @@ class ZeroTracker:
         self.params = {name for name, _ in gm.named_parameters(remove_duplicate=False)}
         self.param_layouts = param_layouts
         self.memo: dict[tuple[str, int], bool] = {}
+        self.modules = dict(gm.named_modules(remove_duplicate=False))
 
     def __call__(self, node: Any, c: int, depth: int = 0) -> bool:
         if not isinstance(node, fx.Node) or depth > _MAX_DEPTH or not _has(node, c):
@@ -148,75 +101,89 @@ class ZeroTracker:
         return bool(dims) and len(dims[0]) > 0 and c in dims[0][dim]
 
     def _check(self, node: fx.Node, c: int, depth: int) -> bool:
-        op, t = node.op, node.target
-        t = _ATEN.get(t, t) if op == "call_function" else t  # torch.export graphs: ATen spellings
-        tensors = [a for a in node.all_input_nodes if _dims_of(a)]
-        if op == "get_attr":
-            return t in self.params
-        if op == "call_module":
-            mod = self.gm.get_submodule(t)
-            if isinstance(mod, _MOVE_MODULES):
-                return self(node.args[0], c, depth)
-            if isinstance(mod, (nn.Linear, nn.Embedding)):
-                return self._channel_has(node, -1, c)
-            if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-                return self._channel_has(node, 1 if len(_dims_of(node)[0]) == mod.weight.dim() else 0, c)
-            if isinstance(mod, _BATCH_NORMS) and mod.affine:
-                # weight and bias slices zeroed: the output is 0 there, whatever the statistics
-                return self._channel_has(node, 1 if len(_dims_of(node)[0]) > 1 else 0, c)
+        if node.op == "get_attr":
+            return node.target in self.params
+        spec = spec_for_node(node, self.modules)
+        if spec is None or spec.zeros is None:
+            return False  # an op whose record says nothing about zeros: the safe answer
+        if node.op == "call_module":
+            return self._module(node, spec.zeros, self.gm.get_submodule(node.target), c, depth)
+        args = self._bound(spec, node) if spec.zeros in _NAMED else {}
+        if args is None:
             return False
-        if op not in ("call_function", "call_method"):
-            return False
-        if t is operator.getitem:
-            src = node.args[0]
-            if isinstance(node.args[1], fx.Node):  # gather by an index tensor: rows of the source
-                return self(src, c, depth)
-            return self(src, c, depth)
-        if t in _MOVE_FUNCS or (op == "call_method" and t in _MOVE_METHODS) or key_of(node.target) in ZERO_MOVES:
+        return _KINDS[spec.zeros](self, node, args, c, depth)
+
+    def _bound(self, spec: OpSpec, node: fx.Node) -> dict[str, Any] | None:
+        """The node's arguments by the names of its record's rule (one spelling or another)."""
+        try:
+            b = spec.signature.bind(*node.args, **node.kwargs)
+        except TypeError:
+            return None
+        named = dict(b.arguments)
+        for p in spec.signature.parameters.values():  # *args and **kwargs: by position and name
+            if p.kind is inspect.Parameter.VAR_POSITIONAL:
+                named.pop(p.name, None)
+            elif p.kind is inspect.Parameter.VAR_KEYWORD:
+                named.update(named.pop(p.name, {}))
+        named["__args__"] = node.args
+        return named
+
+    def _module(self, node: fx.Node, kind: str, mod: nn.Module, c: int, depth: int) -> bool:
+        """A module holding the op's parameters: its weight and bias are parameters, so their
+        slices are zeroed in the masked model."""
+        if kind == "moves":
             return self(node.args[0], c, depth)
-        if t in _LINEAR:
-            w = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
-            b = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
-            return self._param(w) and self._optional_param(b) and self._channel_has(node, -1, c)
-        if t in _CONV:
-            w = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
-            b = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
-            return self._param(w) and self._optional_param(b) and self._channel_has(node, 1, c)
-        if t is F.batch_norm or node.target in _ATEN_BATCH_NORMS:
-            # F.batch_norm(x, mean, var, weight, bias) / aten (x, weight, bias, ...): the
-            # output is 0 where weight and bias are (whatever the statistics)
-            wi = 3 if t is F.batch_norm else 1
-            w = node.args[wi] if len(node.args) > wi else node.kwargs.get("weight")
-            b = node.args[wi + 1] if len(node.args) > wi + 1 else node.kwargs.get("bias")
-            return self._param(w) and self._param(b) and self._channel_has(node, 1, c)
-        if t is F.embedding:
-            w = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
-            return self._param(w) and self._channel_has(node, -1, c)
-        if t in _MUL:
-            return any(self(a, c, depth) for a in tensors)
-        if t in _DIV:
-            return self(node.args[0], c, depth)
-        if t in _POW:  # 0 ** p == 0 for a constant p > 0
-            e = node.args[1] if len(node.args) > 1 else node.kwargs.get("exponent")
-            return isinstance(e, (int, float)) and not isinstance(e, bool) and e > 0 and self(node.args[0], c, depth)
-        if t in _ADD:
-            operands = [a for a in node.args[:2]]
-            return all(isinstance(a, fx.Node) and self(a, c, depth) for a in operands)
-        if t in _CAT:
-            pieces = [a for a in node.all_input_nodes if _has(a, c)]
-            return bool(pieces) and all(self(a, c, depth) for a in pieces)
-        if t in _MATMUL:
-            return self._matmul(node, c, depth)
-        if t is F.scaled_dot_product_attention:
-            v = node.args[2] if len(node.args) > 2 else node.kwargs.get("value")
-            dims = _dims_of(v)
-            if not dims or len(dims[0]) < 2:
-                return False
-            outside_keys = set().union(*(s for i, s in enumerate(dims[0]) if i != len(dims[0]) - 2))
-            return c in outside_keys and self(v, c, depth)
+        if kind in ("linear", "embedding"):
+            return self._channel_has(node, -1, c)
+        if kind == "conv":
+            return self._channel_has(node, 1 if len(_dims_of(node)[0]) == mod.weight.dim() else 0, c)
+        if kind == "batch_norm" and getattr(mod, "affine", False):
+            # weight and bias slices zeroed: the output is 0 there, whatever the statistics
+            return self._channel_has(node, 1 if len(_dims_of(node)[0]) > 1 else 0, c)
         return False
 
-    def _matmul(self, node: fx.Node, c: int, depth: int) -> bool:
+    # one method per ZERO_KINDS entry; ``a``: the node's arguments by the rule's names
+    def _moves(self, node: fx.Node, a: dict, c: int, depth: int) -> bool:
+        return self(node.args[0], c, depth)
+
+    def _product(self, node: fx.Node, a: dict, c: int, depth: int) -> bool:
+        return any(self(x, c, depth) for x in node.all_input_nodes if _dims_of(x))
+
+    def _quotient(self, node: fx.Node, a: dict, c: int, depth: int) -> bool:
+        return self(node.args[0], c, depth)
+
+    def _power(self, node: fx.Node, a: dict, c: int, depth: int) -> bool:  # 0 ** p == 0 for a constant p > 0
+        e = node.args[1] if len(node.args) > 1 else node.kwargs.get("exponent")
+        return isinstance(e, (int, float)) and not isinstance(e, bool) and e > 0 and self(node.args[0], c, depth)
+
+    def _sum(self, node: fx.Node, a: dict, c: int, depth: int) -> bool:
+        return all(isinstance(x, fx.Node) and self(x, c, depth) for x in node.args[:2])
+
+    def _concat(self, node: fx.Node, a: dict, c: int, depth: int) -> bool:
+        pieces = [x for x in node.all_input_nodes if _has(x, c)]
+        return bool(pieces) and all(self(x, c, depth) for x in pieces)
+
+    def _linear(self, node: fx.Node, a: dict, c: int, depth: int) -> bool:
+        return self._param(a.get("weight")) and self._optional_param(a.get("bias")) and self._channel_has(node, -1, c)
+
+    def _conv(self, node: fx.Node, a: dict, c: int, depth: int) -> bool:
+        return self._param(a.get("weight")) and self._optional_param(a.get("bias")) and self._channel_has(node, 1, c)
+
+    def _embedding(self, node: fx.Node, a: dict, c: int, depth: int) -> bool:
+        return self._param(a.get("weight")) and self._channel_has(node, -1, c)
+
+    def _batch_norm(self, node: fx.Node, a: dict, c: int, depth: int) -> bool:
+        # the output is 0 where weight and bias are (whatever the statistics)
+        return self._param(a.get("weight")) and self._param(a.get("bias")) and self._channel_has(node, 1, c)
+
+    def _attention(self, node: fx.Node, a: dict, c: int, depth: int) -> bool:
+        dims = _dims_of(a.get("value"))
+        if not dims or len(dims[0]) < 2:
+            return False
+        outside_keys = set().union(*(s for i, s in enumerate(dims[0]) if i != len(dims[0]) - 2))
+        return c in outside_keys and self(a["value"], c, depth)
+
+    def _matmul(self, node: fx.Node, a: dict, c: int, depth: int) -> bool:
         a, b = node.args[0], node.args[1]
         for x, contracted in ((a, -1), (b, -2)):
             dims = _dims_of(x)
@@ -228,3 +195,12 @@ class ZeroTracker:
             if c in rest and c not in ds[k] and self(x, c, depth):
                 return True
         return False
+
+
+_NAMED = {"linear", "conv", "embedding", "batch_norm", "attention"}  # kinds that read arguments by name
+_KINDS = {
+    "moves": ZeroTracker._moves, "product": ZeroTracker._product, "quotient": ZeroTracker._quotient,
+    "power": ZeroTracker._power, "sum": ZeroTracker._sum, "concat": ZeroTracker._concat,
+    "linear": ZeroTracker._linear, "conv": ZeroTracker._conv, "embedding": ZeroTracker._embedding,
+    "batch_norm": ZeroTracker._batch_norm, "matmul": ZeroTracker._matmul, "attention": ZeroTracker._attention,
+}  # fmt: skip

@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from fxprune.passes.aten import ALIASES
+from fxprune.passes.registry import key_of
 from torch import fx, nn
 
 import fxprune
@@ -212,13 +212,13 @@ def test_user_exported_graph_with_dynamic_batch() -> None:
 
 def test_alias_table_covers_the_export_ops() -> None:
     aten = torch.ops.aten
-    for op, key in [(aten.linear.default, "linear"), (aten.view.default, "reshape"), (aten.add.Tensor, "elementwise"),
+    for op, key in [(aten.linear.default, "linear"), (aten.view.default, "reshape"), (aten.add.Tensor, "add"),
                     (aten.layer_norm.default, "layer_norm"), (aten.permute.default, "permute"),
                     (aten.transpose.int, "transpose"), (aten.slice.Tensor, "aten.slice"),
-                    (aten.embedding.default, "aten.embedding"), (aten.sym_size.int, "meta"),
+                    (aten.embedding.default, "torch.embedding"), (aten.sym_size.int, "meta"),
                     (aten._assert_tensor_metadata.default, "aten.assert"),
                     (aten.scaled_dot_product_attention.default, "sdpa")]:  # fmt: skip
-        assert ALIASES[op] == key
+        assert key_of(op) == key
 
 
 # ------------------------------------------------------------------------------------------

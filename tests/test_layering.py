@@ -76,3 +76,20 @@ def test_the_walk_sees_the_modules():
     graph = _graph()
     assert "fxprune.passes.rules" in graph["fxprune.passes.dependency"]  # a module-level import
     assert "fxprune.passes.blocks" in graph["fxprune.passes.rewrite"]  # an import inside a function
+
+
+def test_importing_fxprune_leaves_torch_flop_registry_alone():
+    """The op records' FLOP formulas reach torch's global flop registry on the first MAC count,
+    not at ``import fxprune`` (a library import must not change torch for everyone)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from torch.utils.flop_counter import flop_registry\n"
+        "before = set(flop_registry)\n"
+        "import torch, fxprune, fxprune.passes.ops\n"
+        "assert set(flop_registry) == before, set(flop_registry) - before\n"
+        "fxprune.count_macs(torch.nn.LSTM(4, 8), (torch.randn(3, 2, 4),))\n"
+        "assert torch.ops.aten.mkldnn_rnn_layer in flop_registry\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -113,7 +113,7 @@ def test_clamp_min_and_max_spellings_reach_the_clamp_rule(how):
 
 
 def test_registering_an_op_twice_raises_unless_replaced_and_when_specializes():
-    from fxprune.passes.rules import RULES, DuplicateOpError, list_ops, register_rule, rule_for
+    from fxprune.passes.rules import RULES, DuplicateOpError, list_ops, register_rule, rule_for, spec_of
 
     with pytest.raises(DuplicateOpError, match="'roll' already has a rule"):
         register_rule("roll")(lambda ctx, input, shifts, dims=None: input.axes)
@@ -128,12 +128,10 @@ def test_registering_an_op_twice_raises_unless_replaced_and_when_specializes():
     try:
         assert rule_for("flip", None, ("x",), {"dims": (99,)}) is special
         assert rule_for("flip", None, ("x",), {"dims": (0,)}) is base
-        replaced = register_rule("flip", replace=True, moves_zeros=True)(base)  # replace drops specializations
+        replaced = register_rule("flip", replace=True, zeros="moves")(base)  # replace drops specializations
         assert replaced is base and rule_for("flip", None, ("x",), {"dims": (99,)}) is base
     finally:
-        from fxprune.passes import rules as r
-
-        r._VARIANTS.pop("flip", None)
+        spec_of("flip").variants.clear()
     ops = list_ops()
     assert "torch.flip" not in ops and "flip" in ops["flip"]["methods"] and not ops["flip"]["rewrite"]
     assert "Conv2d" in ops["conv"]["modules"]
