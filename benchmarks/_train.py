@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _data import load_fashion_mnist, stratified_subset
 from torch import nn
+
+from _data import load_fashion_mnist, stratified_subset
 
 __all__ = ["FMNIST_MEAN", "FMNIST_STD", "fmnist_tensors", "train", "accuracy"]
 

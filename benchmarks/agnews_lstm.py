@@ -22,20 +22,16 @@ import argparse
 import csv
 import platform
 import re
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tabulate import tabulate
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _data import DataUnavailable, data_root  # noqa: E402
-
-import fxprune  # noqa: E402
+import fxprune
+from _data import DataUnavailable, data_root
 
 _WORD = re.compile(r"[a-z0-9']+")
 PAD, UNK = 0, 1

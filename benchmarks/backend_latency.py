@@ -28,9 +28,9 @@ import time
 
 import torch
 import torchvision
-from _timing import median_ms
 
 import fxprune
+from _timing import median_ms
 
 
 def main() -> None:

@@ -76,9 +76,8 @@ import torch.nn.functional as F
 from tabulate import tabulate
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _checkout import import_fxprune_from_checkout  # noqa: E402
-from _data import (  # noqa: E402
+from _checkout import import_fxprune_from_checkout
+from _data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     cifar10_jpeg_labels,

@@ -5,14 +5,13 @@ one row per model: parameters and MACs before/after, masked-equals-pruned error,
 
 benchmarks/zoo.py supersedes this for the zoo report (every torchvision task, a timm sample,
 Torch-Pruning side by side, docs/zoo.md); this script stays as the quick table of the 64
-core CNNs behind docs/cnn-zoo.md and ``tests/test_zoo.py``.
+core CNNs (``modelzoo.torchvision_cnns()``) behind docs/cnn-zoo.md and ``tests/test_zoo.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -21,16 +20,14 @@ import torchvision
 from tabulate import tabulate
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_zoo import ALL  # noqa: E402
-
-import fxprune  # noqa: E402
+import fxprune
 from fxprune.testing import randomize_
+from modelzoo import torchvision_cnns
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("models", nargs="*", default=ALL)
+    ap.add_argument("models", nargs="*", default=torchvision_cnns())
     ap.add_argument("--ratio", type=float, default=0.5)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--out", type=Path, default=None, help="also write a markdown table here")

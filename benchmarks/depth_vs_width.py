@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -39,11 +37,9 @@ import torchvision
 from tabulate import tabulate
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _train import accuracy, fmnist_tensors, train  # noqa: E402
-
-import fxprune  # noqa: E402
-from fxprune.depth import joint_candidates  # noqa: E402
+import fxprune
+from _train import accuracy, fmnist_tensors, train
+from fxprune.depth import joint_candidates
 
 
 # ----------------------------------------------------------------------------------------------

@@ -84,14 +84,12 @@ from pathlib import Path  # noqa: E402
 from typing import Any, Iterator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (str(ROOT), str(ROOT / "benchmarks")):  # fxprune from this checkout, uninstalled too
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-from _checkout import import_fxprune_from_checkout  # noqa: E402
 from torch import nn  # noqa: E402
+
+from _checkout import import_fxprune_from_checkout  # noqa: E402
 
 import_fxprune_from_checkout()
 import fxprune  # noqa: E402

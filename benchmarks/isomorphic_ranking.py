@@ -45,7 +45,6 @@ import shlex
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import tabulate as tabulate_mod
 import torch
@@ -53,10 +52,8 @@ import torch.nn.functional as F
 from tabulate import tabulate
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _train import accuracy, fmnist_tensors, train  # noqa: E402
-
-import fxprune  # noqa: E402
+import fxprune
+from _train import accuracy, fmnist_tensors, train
 
 METHODS = (("uniform", False), ("global", True), ("isomorphic", "isomorphic"))
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+import cifar10_resnet56 as cifar  # benchmarks/ is on pytest's pythonpath
+from _data import DataUnavailable, cifar10_jpeg_labels
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import cifar10_resnet56 as cifar  # noqa: E402
-from _data import DataUnavailable, cifar10_jpeg_labels  # noqa: E402
 
 COSTS = dict(base_step_s=0.02, ft_step_s=0.015, sl_step_s=[0.03, 0.05])
 CAPS = {"base": 200.0, "sl": 100.0, "ft": 100.0}

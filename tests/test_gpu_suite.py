@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 MODELS = ("resnet50", "mobilenet_v2", "vit_b_16")
 ROW_KEYS = {

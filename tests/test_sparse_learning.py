@@ -38,8 +38,6 @@ or ``$FXPRUNE_DATA``) is absent.
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -47,10 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import fxprune
+from _data import DataUnavailable, load_fashion_mnist, stratified_subset
 from fxprune.importance import slice_stats
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from _data import DataUnavailable, load_fashion_mnist, stratified_subset  # noqa: E402
 
 N_TRAIN, N_TEST, BATCH = 4000, 5000, 128
 BASE_STEPS, BASE_LR = 600, 0.1  # ~19 epochs of the 4000 images

@@ -10,17 +10,9 @@ import torchvision
 import fxprune
 from fxprune.testing import randomize_
 from fxprune.verify import relative_error
+from modelzoo import torchvision_cnns
 
-_FAMILIES = (
-    "alexnet", "vgg", "resnet", "resnext", "wide_resnet", "densenet", "googlenet", "inception_v3",
-    "mobilenet_v2", "mobilenet_v3", "mnasnet", "shufflenet_v2", "squeezenet", "efficientnet",
-    "regnet_x", "regnet_y", "convnext",
-)  # fmt: skip
-ALL = sorted(
-    n
-    for n in torchvision.models.list_models(module=torchvision.models)
-    if n.startswith(_FAMILIES) and (not n.startswith("vgg") or n.endswith("_bn"))
-)
+ALL = torchvision_cnns()  # benchmarks/modelzoo/models.py; benchmarks/ is on pytest's pythonpath
 FAST = ["resnet18", "mobilenet_v3_small", "shufflenet_v2_x0_5", "densenet121", "efficientnet_b0",
         "regnet_x_400mf", "squeezenet1_1", "googlenet", "mnasnet0_5", "convnext_tiny"]  # fmt: skip
 

@@ -1,19 +1,17 @@
-"""benchmarks/zoo.py: the per-model record, the error categories, the markdown writer and the
+"""benchmarks/zoo.py (the package benchmarks/modelzoo): the per-model record, the error categories, the markdown writer and the
 Torch-Pruning side, on tiny models (seconds). The whole torchvision classification list runs
 through the same function with ``pytest -m zoo`` (slow)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import zoo  # noqa: E402
+import modelzoo as zoo  # benchmarks/modelzoo: benchmarks/ is on pytest's pythonpath
 
 EXACT_KEYS = {
     "capture", "groups", "groups_exact", "groups_pruned", "pinned", "pinned_top", "unsupported",
@@ -96,7 +94,7 @@ def test_jsonl_and_markdown(tv_record: dict, tmp_path: Path) -> None:
     zoo.append(out, {"name": "dies", "source": "timm", "family": "f", "status": "running"})
     recs = zoo.load_records(out)
     assert recs["tv-cls:resnet18"]["status"] == "pass" and recs["timm:dies"]["status"] == "crashed"
-    meta = zoo._merged_meta(zoo.load_meta(out))
+    meta = zoo.merged_meta(zoo.load_meta(out))
     text = zoo.write_markdown(list(recs.values()), tmp_path / "zoo.md", command=meta["command"], meta=meta)
     assert text == (tmp_path / "zoo.md").read_text()
     assert "python benchmarks/zoo.py x" in text and "## Summary by family" in text
