@@ -1,4 +1,5 @@
-"""Depth pruning: block detection from graph semantics, removal, scores, plans, joint mode.
+"""Depth pruning: scores, plans, targets and joint mode on top of passes/blocks.py (block
+detection and removal are tested in tests/passes/test_blocks.py).
 
 Every removal is checked numerically: the model with the branch output zeroed at its add must
 equal the model with the block removed (and width pruning on top keeps masked-equals-pruned)."""
@@ -11,8 +12,8 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from fxprune.passes.blocks import find_blocks, remove_blocks, zero_blocks
+from models_blocks import Net, net
 from torch import nn
-from torchvision.ops import StochasticDepth
 
 import fxprune
 from fxprune.depth import block_scores, linear_cka
@@ -20,65 +21,6 @@ from fxprune.testing import randomize_
 from fxprune.verify import relative_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _cbr(c: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU())
-
-
-class _Scaled(nn.Module):
-    """x + gamma * f(x) (a layer scale, as in ConvNeXt/CaiT)."""
-
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.body = _cbr(c)
-        self.gamma = nn.Parameter(torch.full((c, 1, 1), 0.5))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.gamma * self.body(x)
-
-
-class _Dropped(nn.Module):
-    """x + drop_path(f(x)) (stochastic depth)."""
-
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.body = _cbr(c)
-        self.drop = StochasticDepth(0.2, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.drop(self.body(x))
-
-
-class _Net(nn.Module):
-    """Plain residual, layer-scale residual, drop-path residual, two parallel branches and a
-    projection shortcut (y = proj(x) + f(x))."""
-
-    def __init__(self, c: int = 8) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, c, 3, padding=1)
-        self.plain = nn.Sequential(_cbr(c), nn.Conv2d(c, c, 1))
-        self.scaled = _Scaled(c)
-        self.dropped = _Dropped(c)
-        self.left = nn.Conv2d(c, c, 3, padding=1)
-        self.right = nn.Conv2d(c, c, 1)
-        self.proj = nn.Conv2d(c, c, 1)
-        self.main = _cbr(c)
-        self.fc = nn.Linear(c, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        x = x + self.plain(x)
-        x = self.scaled(x)
-        x = self.dropped(x)
-        x = self.left(x) + self.right(x)
-        x = self.proj(x) + self.main(x)
-        return self.fc(x.mean((2, 3)))
-
-
-def _net(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return randomize_(_Net().eval(), seed)
 
 
 X = torch.randn(2, 3, 8, 8)
@@ -90,119 +32,8 @@ def _gm(model: nn.Module, x: torch.Tensor = X) -> torch.fx.GraphModule:
     return fxprune.analyze(model, x)
 
 
-def test_finds_residual_and_parallel_branches_by_semantics() -> None:
-    blocks = find_blocks(_gm(_net()))
-    kinds = {b.prefix: b.kind for b in blocks}
-    assert kinds["plain"] == kinds["scaled"] == kinds["dropped"] == "residual"
-    # the layer-scale parameter and the drop-path are part of their branches
-    scaled = next(b for b in blocks if b.prefix == "scaled")
-    assert "scaled.gamma" in scaled.params and "scaled.body.0.weight" in scaled.params
-    dropped = next(b for b in blocks if b.prefix == "dropped")
-    assert any("stochastic_depth" in n for n in dropped.nodes)
-    # both sides of left(x) + right(x) can go, and so can each side of proj(x) + main(x)
-    assert {b.prefix for b in blocks if b.kind == "parallel"} == {"left", "right", "proj", "main"}
-    assert len({b.id for b in blocks}) == len(blocks)
-
-
-def test_residual_pool_excludes_parallel() -> None:
-    blocks = find_blocks(_gm(_net()), kinds=("residual",))
-    assert [b.kind for b in blocks] == ["residual"] * 3
-
-
-@pytest.mark.parametrize("which", [0, 1, 2, 3, 5])
-def test_removal_equals_zeroed_branch(which: int) -> None:
-    """Masked (branch output zeroed at the add) equals removed, for each kind of branch."""
-    model = _net()
-    gm = _gm(model)
-    b = find_blocks(gm)[which]
-    small = remove_blocks(gm, [b.id])
-    masked = zero_blocks(gm, [b.id])
-    with torch.no_grad():
-        assert relative_error(small(X), masked(X)) == 0.0
-        assert relative_error(small(X), gm(X)) > 1e-3  # the block did something
-    params = dict(small.named_parameters())
-    assert not any(p in params for p in b.params)
-    assert fxprune.count_params(small) == fxprune.count_params(gm) - b.numel(gm)
-    assert small.meta["fxprune.removed_blocks"] == (b.id,)
-
-
-def test_both_sides_of_one_add_cannot_both_go() -> None:
-    gm = _gm(_net())
-    left, right = [b.id for b in find_blocks(gm) if b.prefix in ("left", "right")]
-    with pytest.raises(ValueError, match="overlap"):
-        remove_blocks(gm, [left, right])
-
-
-def test_block_inside_a_block_is_an_overlap() -> None:
-    class Nested(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.a, self.b = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            h = self.a(x)
-            return x + (h + self.b(h))
-
-    gm = _gm(Nested(), torch.randn(1, 4, 4, 4))
-    blocks = find_blocks(gm, kinds=("residual",))
-    assert len(blocks) == 2
-    with pytest.raises(ValueError, match="overlap"):
-        remove_blocks(gm, [b.id for b in blocks])
-
-
-def test_not_blocks_constants_inplace_and_broadcast() -> None:
-    class M(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.pos = nn.Parameter(torch.randn(1, 4, 4, 4))
-            self.c, self.d = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 1, 1)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = x + self.pos  # an added constant reads no activation
-            y = x + self.c(x.relu_())  # the branch writes into x in place
-            z = self.d(y)
-            return z + y  # removing y would change the shape (broadcast)
-
-    gm = _gm(M(), torch.randn(2, 4, 4, 4))
-    assert [b.prefix for b in find_blocks(gm)] == ["d"]  # z + y: z may go (y has z + y's shape)
-
-
-def test_inplace_consumer_of_the_add_keeps_the_block() -> None:
-    class PostRelu(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.c = nn.Conv2d(4, 4, 1)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = F.relu(x + self.c(x), inplace=True)  # without c, relu_ would write into x...
-            return y + x  # ...which is read here
-
-    x = torch.randn(2, 4, 4, 4)
-    gm = _gm(PostRelu(), x)
-    (b,) = find_blocks(gm)
-    assert b.add == "add_1" and b.kind == "residual"  # only y + x: y's branch is relu(x + c(x))
-    with torch.no_grad():
-        assert relative_error(remove_blocks(gm, [b.id])(x), zero_blocks(gm, [b.id])(x)) == 0.0
-
-
-def test_prefix_names_every_block_under_it() -> None:
-    class Layer(nn.Module):  # a transformer-style layer: two residual branches
-        def __init__(self) -> None:
-            super().__init__()
-            self.f, self.g = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = x + self.f(x)
-            return x + self.g(x)
-
-    gm = _gm(nn.Sequential(Layer(), Layer()), torch.randn(2, 4, 4, 4))
-    assert len(find_blocks(gm)) == 4
-    small = remove_blocks(gm, ["1"])
-    assert len(small.meta["fxprune.removed_blocks"]) == 2 and not any(k.startswith("1.") for k in small.state_dict())
-
-
 def test_compile_depth_count_scores_and_verifies() -> None:
-    model = _net()
+    model = net()
     snap = {k: v.clone() for k, v in model.state_dict().items()}
     small = fxprune.compile(model, example_inputs=X, depth=2, data=DATA, verify=True)
     rep = small.meta["fxprune.report"]
@@ -217,7 +48,7 @@ def test_compile_depth_count_scores_and_verifies() -> None:
 
 
 def test_depth_fraction_and_named_blocks() -> None:
-    model = _net()
+    model = net()
     small = fxprune.compile(model, example_inputs=X, depth=0.34, data=DATA)
     assert len(small.meta["fxprune.report"].plan.removed_blocks) == 1
     named = fxprune.compile(model, example_inputs=X, depth=["plain", "main"], verify=True)
@@ -228,7 +59,7 @@ def test_depth_fraction_and_named_blocks() -> None:
 
 
 def test_depth_plus_width_masked_equals_pruned_and_plan_round_trip() -> None:
-    model = _net()
+    model = net()
     small = fxprune.compile(model, 0.5, example_inputs=X, depth=["plain", "dropped"], round_to=2)
     plan = small.meta["fxprune.report"].plan
     assert plan.keep, "width pruning applied on top"
@@ -249,7 +80,7 @@ def test_depth_plus_width_masked_equals_pruned_and_plan_round_trip() -> None:
 def test_depth_count_with_overall_speedup_target() -> None:
     """depth=k plus speedup=: the width part makes up the rest, counted against the original."""
     torch.manual_seed(0)
-    model = randomize_(_Net(32).eval())
+    model = randomize_(Net(32).eval())
     small = fxprune.compile(model, example_inputs=X, depth=1, data=DATA, speedup=1.5, verify=True)
     rep = small.meta["fxprune.report"]
     assert len(rep.plan.removed_blocks) == 1 and rep.plan.keep
@@ -259,7 +90,7 @@ def test_depth_count_with_overall_speedup_target() -> None:
 
 
 def test_staged_api_make_plan_on_reduced_graph() -> None:
-    gm = _gm(_net())
+    gm = _gm(net())
     reduced = fxprune.remove_blocks(gm, ["scaled"])
     plan = fxprune.make_plan(reduced, 0.5)
     assert plan.removed_blocks == ("scaled/add_1",)
@@ -277,7 +108,7 @@ def test_staged_api_make_plan_on_reduced_graph() -> None:
 def test_taylor_estimates_loss_increase_for_a_small_branch() -> None:
     """With a tiny layer scale the removal is a small perturbation: the first-order estimate
     matches the measured loss increase closely."""
-    model = _net()
+    model = net()
     with torch.no_grad():
         model.scaled.gamma.fill_(1e-3)
     gm = _gm(model)
@@ -302,7 +133,7 @@ def test_linear_cka_properties() -> None:
 
 def test_joint_mode_candidates_at_same_macs() -> None:
     torch.manual_seed(0)
-    model = randomize_(_Net(32).eval())  # wide enough for the width search to land near 1.5x
+    model = randomize_(Net(32).eval())  # wide enough for the width search to land near 1.5x
     small = fxprune.compile(model, example_inputs=X, speedup=1.5, mode="joint", data=DATA, verify=True)
     rep = small.meta["fxprune.report"]
     names = [c["candidate"] for c in rep.candidates]
@@ -318,7 +149,7 @@ def test_joint_mode_candidates_at_same_macs() -> None:
 
 
 def test_mode_depth_reaches_target() -> None:
-    model = _net()
+    model = net()
     small = fxprune.compile(model, example_inputs=X, speedup=1.2, mode="depth", data=DATA, verify=True)
     rep = small.meta["fxprune.report"]
     assert rep.macs_before / rep.macs_after >= 1.2 * 0.99 and rep.verification.passed
@@ -326,7 +157,7 @@ def test_mode_depth_reaches_target() -> None:
 
 
 def test_bad_input_errors() -> None:
-    model = _net()
+    model = net()
     with pytest.raises(ValueError, match="only 3 removable residual blocks"):
         fxprune.compile(model, example_inputs=X, depth=4, data=DATA)
     with pytest.raises(ValueError, match="needs data"):

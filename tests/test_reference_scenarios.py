@@ -163,62 +163,6 @@ def test_a_registered_rule_that_cannot_fire_warns():
         fxprune.analyze(model, torch.randn(1, 3, 8, 8), capture="export")
 
 
-# -- norms over channels: unchanged by entries that are zero -----------------------------------
-class L2Norms(nn.Module):
-    """Three spellings of an L2 normalization over channels, each after a conv (+ BN)."""
-
-    def __init__(self, how: str):
-        super().__init__()
-        self.how = how
-        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(16)
-        self.conv2 = nn.Conv2d(16, 6, 3, padding=1)
-
-    def forward(self, x):
-        h = self.bn1(self.conv1(x))
-        if self.how == "normalize":
-            h = F.normalize(h, dim=1)
-        elif self.how == "norm":
-            h = h / h.norm(dim=1, keepdim=True).clamp_min(1e-6)
-        elif self.how == "pow_sum":
-            h = h * torch.rsqrt(h.pow(2).sum(1, keepdim=True) + 1e-6)
-        elif self.how == "mean_sq":  # RMS: divides by the count, which removal changes
-            h = h * torch.rsqrt(h.pow(2).mean(1, keepdim=True) + 1e-6)
-        return self.conv2(h)
-
-
-@pytest.mark.parametrize("how", ["normalize", "norm", "pow_sum"])
-@pytest.mark.parametrize("capture", ["fx", "export"])
-def test_l2_norm_over_zeroed_channels_is_exact(how, capture):
-    model = randomize_(L2Norms(how)).eval()
-    x = torch.randn(2, 3, 8, 8)
-    small = fxprune.compile(model, 0.5, example_inputs=x, exact=True, capture=capture)
-    assert small.get_parameter("conv1.weight").shape[0] == small.get_parameter("conv2.weight").shape[1] == 8
-    result = fxprune.verify(model, small, x)
-    assert result.passed and result.max_rel_err < 1e-5
-    if capture == "fx":  # another batch size and resolution
-        assert fxprune.verify(model, small, torch.randn(3, 3, 10, 10)).passed
-
-
-def test_mean_of_squares_stays_approximate_and_a_norm_of_activations_is_not_exact():
-    model = randomize_(L2Norms("mean_sq")).eval()
-    x = torch.randn(2, 3, 8, 8)
-    gm = fxprune.analyze(model, x)
-    (group,) = [c for c in gm.meta["fxprune.analysis"].prunable() if c.size == 16]
-    assert group.approx is not None and "mean" in group.approx
-
-    class NormOfInput(nn.Module):  # the input itself is not zero on any removed index
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 8, 1)
-
-        def forward(self, x):
-            return self.conv(x) * x.norm(dim=1, keepdim=True)
-
-    gm = fxprune.analyze(NormOfInput(), x)
-    assert not gm.meta["fxprune.analysis"].prunable() or all(c.size != 3 for c in gm.meta["fxprune.analysis"].prunable())
-
-
 # -- chosen indices in one call -----------------------------------------------------------------
 def test_chosen_indices_equal_the_hand_built_plan():
     model = randomize_(torchvision.models.resnet18()).eval()

@@ -159,21 +159,6 @@ def test_head_dim_is_exact_by_zero_tracking():
     assert approx == []
 
 
-def test_contraction_of_unzeroed_activations_stays_approximate():
-    class Gram(nn.Module):  # x . x^T over the embedding: nothing zeroes x's removed columns
-        def __init__(self):
-            super().__init__()
-            self.fc = nn.Linear(E, E)
-
-        def forward(self, x):
-            h = x + 1.0
-            return self.fc(h @ h.transpose(-2, -1) @ x)
-
-    gm = fxprune.analyze(Gram(), _x())
-    reasons = [c.approx or "" for c in gm.meta["fxprune.analysis"].classes]
-    assert any("neither provably zero" in r for r in reasons)
-
-
 @pytest.mark.parametrize("kv_heads,gqa", [(H, "none"), (2, "repeat_interleave"), (2, "expand")])
 def test_separate_qkv_and_gqa(kv_heads, gqa):
     torch.manual_seed(0)
@@ -343,23 +328,6 @@ def test_zoo_exact(name):
     for k, rows in before.items():  # heads mode (default): every attention keeps half its heads,
         # rounded to nearest with ties kept (Swin's first stage has 3 heads: 2 stay)
         assert rows // 2 <= after[k] <= rows * 2 // 3, (k, rows, after[k])
-
-
-def test_relu_gram_matrix_is_exact_by_zero_tracking():
-    """y = relu(linear(x)); (y @ y^T) @ y: y is zero on removed features (zeroed rows, relu(0)
-    = 0), so the contraction over features is exact and exact mode prunes it."""
-
-    class M(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc1, self.fc2 = nn.Linear(6, 16), nn.Linear(16, 4)
-
-        def forward(self, x):
-            y = self.fc1(x).relu()
-            return self.fc2((y @ y.transpose(1, 2)) @ y)
-
-    out, _, _ = _check(M(), torch.randn(2, 5, 6))
-    assert out.fc1.weight.shape == (8, 6)
 
 
 def test_macs_of_the_multihead_attention_fast_path_are_counted():
