@@ -233,7 +233,7 @@ def _aten_native_batch_norm(ctx: Ctx, input: Val, weight: Any = None, bias: Any 
     input; the statistics are per channel (or empty in eval mode)."""
     training = bool(args[0]) if args and "no_training" not in str(ctx.node.target) else False
     out = _batch_norm(ctx, input, running_mean, running_var, weight, bias, training=training)
-    rest = []
+    rest: list[Any] = []
     c = input.axes[1] if input.ndim > 1 else input.axes[0]
     for spec in ctx.spec[1:]:
         shape = tuple(spec.shape)
@@ -272,7 +272,7 @@ def _weight_view(ctx: Ctx, i: int, v: Val) -> Val:
     in the masked model, so contracting with it is exact."""
     arg = ctx.node.args[i] if i < len(ctx.node.args) else None
     src = getattr(arg, "args", (None,))[0] if getattr(arg, "target", None) in _TRANSPOSES else None
-    if v.param is None and getattr(src, "op", None) == "get_attr" and v.ndim == 2:
+    if v.param is None and src is not None and getattr(src, "op", None) == "get_attr" and v.ndim == 2:
         return Val(v.axes, v.shape, src.target)
     return v
 

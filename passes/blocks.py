@@ -107,7 +107,7 @@ def _is_inplace(gm: fx.GraphModule, n: fx.Node) -> bool:
         name = getattr(n.target, "__name__", "")
         return n.target in _INPLACE_FUNCS or n.kwargs.get("inplace") is True or (name.endswith("_") and not name.startswith("_"))
     if n.op == "call_module":
-        return getattr(gm.get_submodule(n.target), "inplace", False) is True
+        return getattr(gm.get_submodule(str(n.target)), "inplace", False) is True
     return False
 
 
@@ -179,7 +179,7 @@ def _owned(gm: fx.GraphModule, dead: set[fx.Node]) -> tuple[str, ...]:
         out: set[str] = set()
         for n in nodes:
             if n.op == "call_module":
-                mod = gm.get_submodule(n.target)
+                mod = gm.get_submodule(str(n.target))
                 out |= {f"{n.target}.{k}" for k, _ in mod.named_parameters(remove_duplicate=False)}
                 out |= {f"{n.target}.{k}" for k, _ in mod.named_buffers(remove_duplicate=False)}
             elif n.op == "get_attr":

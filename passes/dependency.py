@@ -137,7 +137,7 @@ class _Analyzer:
         self.gm = gm
         self.ax = Axes()
         self.params: dict[str, tuple[int, ...]] = {}
-        self.tensors = dict(gm.named_parameters(remove_duplicate=False))
+        self.tensors: dict[str, torch.Tensor] = dict(gm.named_parameters(remove_duplicate=False))
         self.tensors.update(dict(gm.named_buffers(remove_duplicate=False)))
         self.modules = dict(gm.named_modules(remove_duplicate=False))
         #: every (fqn, tensor) under each module, for the check that a module rule saw them all
@@ -220,8 +220,8 @@ class _Analyzer:
         return self.env[a.name] if isinstance(a, fx.Node) else a
 
     def call(self, node: fx.Node, spec: Any) -> Any:
-        args = map_aggregate(node.args, self._lookup)
-        kwargs = map_aggregate(node.kwargs, self._lookup)
+        args: Any = map_aggregate(node.args, self._lookup)
+        kwargs: Any = map_aggregate(node.kwargs, self._lookup)
         # picking from a tuple/list result is structural, not an op
         if node.target is operator.getitem and not isinstance(args[0], Val) and isinstance(args[0], (list, tuple)):
             return args[0][args[1]]
@@ -244,11 +244,11 @@ class _Analyzer:
             reason = f"could not be described ({type(e).__name__}: {e})"
         # no rule, or the rule could not describe this call: pin everything it touches
         op = op_name(node, self.gm)
-        self.unsupported.append(Unsupported(node.name, op, node.format_node(), reason))
+        self.unsupported.append(Unsupported(node.name, op, node.format_node() or node.name, reason))
         why = f"{op} at {node.name} {reason}"
         self.pin_value((args, kwargs), why)
         if node.op == "call_module":
-            mod = self.gm.get_submodule(node.target)
+            mod = self.gm.get_submodule(str(node.target))
             for name, _ in list(mod.named_parameters()) + list(mod.named_buffers()):
                 self.pin_value(self.param(f"{node.target}.{name}"), why)
         out = self.fresh_value(spec)
@@ -282,10 +282,11 @@ class _Analyzer:
         pinned, so the rewrite never slices a tensor the module's code reads whole."""
         if node.op != "call_module":
             return
-        mod = self.modules[node.target]
-        for fqn, t in self.owned.get(node.target, ()):
+        target = str(node.target)  # a call_module's target is its qualified name
+        mod = self.modules[target]
+        for fqn, t in self.owned.get(target, ()):
             if self.canon.get(fqn, fqn) not in self.params and t.dim() > 0:
-                name = fqn[len(node.target) + 1:]
+                name = fqn[len(target) + 1:]
                 self.pin_value(self.param(fqn), f"{type(mod).__name__} tensor {name} not described by its rule")
 
     # -- results ------------------------------------------------------------------------------

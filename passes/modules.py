@@ -55,7 +55,7 @@ class PrunedMultiheadAttention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
 
     @classmethod
-    def from_module(cls, m: nn.Module, num_heads: int, head_dim: int) -> "PrunedMultiheadAttention":
+    def from_module(cls, m: Any, num_heads: int, head_dim: int) -> "PrunedMultiheadAttention":
         """Wrap the (already sliced) tensors of ``m`` without copying them, keeping its scale."""
         new = cls.__new__(cls)
         nn.Module.__init__(new)
@@ -149,8 +149,8 @@ def multi_head_attention(
         else:
             scores = scores + (attn_mask.view(B, h, L, S) if attn_mask.dim() == 3 else attn_mask)
     elif is_causal:
-        causal = torch.ones(L, S, dtype=torch.bool, device=query.device).triu(1)
-        scores = scores.masked_fill(causal, float("-inf"))
+        causal_mask = torch.ones(L, S, dtype=torch.bool, device=query.device).triu(1)
+        scores = scores.masked_fill(causal_mask, float("-inf"))
     if key_padding_mask is not None:
         kpm = key_padding_mask.view(B, 1, 1, S)
         scores = scores.masked_fill(kpm, float("-inf")) if kpm.dtype == torch.bool else scores + kpm

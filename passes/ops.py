@@ -19,7 +19,8 @@ that need the full tables (``dependency``, ``rewrite``, ``zeros``, ``blocks``) i
 module; no content module imports a pass, so the import graph has no cycle.
 """
 
-# isort: off  (the stated order, not the alphabet)
+# the stated order, not the alphabet
+# isort: off
 from . import rules  # noqa: F401  (first: the core records)
 from . import rules_attention  # noqa: F401
 from . import rules_rnn_gnn  # noqa: F401

@@ -460,7 +460,7 @@ def lookup(node: Any, gm: Any, args: tuple, kwargs: dict, ctx: Ctx) -> tuple[str
             return None
         return key, (), _SPECS[key].modules[type(mod)](ctx, mod, node.target, *args, **kwargs)
     spec = spec_of(node.target) if node.op in ("call_function", "call_method") else None
-    if spec is None or spec.rule is None:
+    if spec is None or spec.rule is None or spec.signature is None:  # a rule always has one
         return None
     try:
         bound = spec.signature.bind(*args, **kwargs)

@@ -14,10 +14,8 @@ names it in the report. Nothing is ever assumed to be element-wise.
 from __future__ import annotations
 
 import builtins
-import inspect
 import operator
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -329,8 +327,8 @@ def _conv_transpose_module(ctx: Ctx, mod: nn.Module, fqn: str, input: Any, outpu
 @register_rule("linear", F.linear, torch._C._nn.linear, zeros="linear")
 def _linear(ctx: Ctx, input: Val, weight: Val, bias: Val | None = None) -> Any:
     """y = x W^T + b: in and out features are different axes, tied to W's dims."""
-    out = ctx.ax.new(weight.shape[0]) if weight.ndim == 2 else None
     if weight.ndim == 2:
+        out = ctx.ax.new(weight.shape[0])
         ctx.unify(weight.axes[1], input.axes[-1])
         ctx.unify(weight.axes[0], out)
         _tie(ctx, bias, [out])

@@ -109,7 +109,7 @@ def _register_sdpa_rewrite() -> None:
 # nn.MultiheadAttention (and fxprune.modules.PrunedMultiheadAttention)
 # ------------------------------------------------------------------------------------------
 def _mha(
-    ctx: Ctx, mod: nn.Module, fqn: str, query: Val, key: Val, value: Val, key_padding_mask: Any = None,
+    ctx: Ctx, mod: Any, fqn: str, query: Val, key: Val, value: Val, key_padding_mask: Any = None,
     need_weights: bool = True, attn_mask: Any = None, average_attn_weights: bool = True, is_causal: bool = False,
 ) -> dict:  # fmt: skip
     """Packed in-projection: ``in_proj_weight`` (3 * H * D, E) rows are (q|k|v, head, offset),
@@ -231,7 +231,7 @@ def _register_mha_update() -> None:
     from .modules import PrunedMultiheadAttention
 
     @register_module_update(nn.MultiheadAttention, PrunedMultiheadAttention)
-    def _update_mha(rw: Any, node: fx.Node, m: nn.Module) -> nn.Module | None:
+    def _update_mha(rw: Any, node: fx.Node, m: Any) -> nn.Module | None:
         heads = rw.extra(node, "heads")
         hd = rw.extra(node, "head_dim")
         new_h = rw.new_size(heads) if heads is not None else m.num_heads
@@ -260,12 +260,12 @@ def _roll(ctx: Ctx, input: Val, shifts: Any, dims: Any = None) -> Any:
         ctx.pin(out, "rolled (flattened roll)")
         return out
     ds = [_dim(d, input.ndim) for d in (dims if isinstance(dims, (list, tuple)) else [dims])]
-    out = list(input.axes)
+    axes = list(input.axes)
     for d in ds:
         ctx.pin(input.axes[d], "rolled by torch.roll")
-        out[d] = ctx.ax.new(input.shape[d])
-        ctx.pin(out[d], "rolled by torch.roll")
-    return tuple(out)
+        axes[d] = ctx.ax.new(input.shape[d])
+        ctx.pin(axes[d], "rolled by torch.roll")
+    return tuple(axes)
 
 
 # ------------------------------------------------------------------------------------------

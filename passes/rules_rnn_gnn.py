@@ -137,7 +137,7 @@ def _rnn(
 
 
 @register_module_update(nn.LSTM, nn.GRU, nn.RNN)
-def _update_rnn(rw: Any, node: Any, m: nn.RNNBase) -> None:
+def _update_rnn(rw: Any, node: Any, m: Any) -> None:
     """Sizes from the sliced weights; re-collect ``_flat_weights`` (the forward reads them)."""
     gates = _GATES[m.mode]
     m.input_size = m.weight_ih_l0.shape[1]
@@ -273,7 +273,7 @@ _MUL = (operator.mul, torch.mul, "mul", "__mul__", "__rmul__", *_aten("mul.Tenso
 _SUM = (torch.sum, "sum")
 
 
-def _param_factor_axes(ctx: Ctx) -> list[tuple[int, ...]]:
+def _param_factor_axes(ctx: Ctx) -> list[tuple[int | None, ...]]:
     """Axes (aligned to the product's dims) of every parameter factor of the product the
     summed tensor comes straight from; empty when it is not such a product."""
     src = ctx.node.args[0] if ctx.node.args else None
@@ -319,7 +319,7 @@ def _sum(ctx: Ctx, input: Val, *args: Any, **kwargs: Any) -> Any:
     dims = [_dim(d, input.ndim) for d in (dim if isinstance(dim, (list, tuple)) else [dim])]
     factors = _param_factor_axes(ctx)
     covered = all(
-        any(f[d] is not None and ctx.ax.find(f[d]) == ctx.ax.find(input.axes[d]) for f in factors) for d in dims
+        any((x := f[d]) is not None and ctx.ax.find(x) == ctx.ax.find(input.axes[d]) for f in factors) for d in dims
     )
     if not factors or not covered:
         return _reduce(ctx, input, *args, **kwargs)

@@ -40,7 +40,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from torch import fx, nn
+from torch import fx
 
 from . import ops as _ops  # noqa: F401 - every record registered, in the stated order
 from .keys import DIMS
@@ -107,7 +107,7 @@ class ZeroTracker:
         if spec is None or spec.zeros is None:
             return False  # an op whose record says nothing about zeros: the safe answer
         if node.op == "call_module":
-            return self._module(node, spec.zeros, self.gm.get_submodule(node.target), c, depth)
+            return self._module(node, spec.zeros, self.gm.get_submodule(str(node.target)), c, depth)
         args = self._bound(spec, node) if spec.zeros in _NAMED else {}
         if args is None:
             return False
@@ -115,12 +115,15 @@ class ZeroTracker:
 
     def _bound(self, spec: OpSpec, node: fx.Node) -> dict[str, Any] | None:
         """The node's arguments by the names of its record's rule (one spelling or another)."""
+        sig = spec.signature
+        if sig is None:  # no rule: nothing to bind by
+            return None
         try:
-            b = spec.signature.bind(*node.args, **node.kwargs)
+            b = sig.bind(*node.args, **node.kwargs)
         except TypeError:
             return None
         named = dict(b.arguments)
-        for p in spec.signature.parameters.values():  # *args and **kwargs: by position and name
+        for p in sig.parameters.values():  # *args and **kwargs: by position and name
             if p.kind is inspect.Parameter.VAR_POSITIONAL:
                 named.pop(p.name, None)
             elif p.kind is inspect.Parameter.VAR_KEYWORD:
@@ -128,7 +131,7 @@ class ZeroTracker:
         named["__args__"] = node.args
         return named
 
-    def _module(self, node: fx.Node, kind: str, mod: nn.Module, c: int, depth: int) -> bool:
+    def _module(self, node: fx.Node, kind: str, mod: Any, c: int, depth: int) -> bool:
         """A module holding the op's parameters: its weight and bias are parameters, so their
         slices are zeroed in the masked model."""
         if kind == "moves":
@@ -183,7 +186,7 @@ class ZeroTracker:
         outside_keys = set().union(*(s for i, s in enumerate(dims[0]) if i != len(dims[0]) - 2))
         return c in outside_keys and self(a["value"], c, depth)
 
-    def _matmul(self, node: fx.Node, a: dict, c: int, depth: int) -> bool:
+    def _matmul(self, node: fx.Node, args: dict, c: int, depth: int) -> bool:
         a, b = node.args[0], node.args[1]
         for x, contracted in ((a, -1), (b, -2)):
             dims = _dims_of(x)
