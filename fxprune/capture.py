@@ -3,7 +3,9 @@
 Two ways to capture, tried in this order by ``capture="auto"`` (the default):
 
 - ``"fx"``: ``torch.fx.symbolic_trace``. The graph calls your modules, functions and
-  methods, so it stays close to your code and works for any input shape.
+  methods, so it stays close to your code and works for any input shape. It traces in eval
+  mode; a second trace in train mode shows where ``self.training`` was read, and the graph
+  reads the module's flag there at run time (``_follow_mode``), or refuses train mode.
 - ``"export"``: ``torch.export.export(..., strict=False)`` and ``ExportedProgram.module()``.
   It runs your Python for real on fake tensors, so shape-dependent control flow and the
   Hugging Face ``transformers`` models trace. The graph holds ATen ops
@@ -167,11 +169,165 @@ def _by_symbolic_trace(model: nn.Module) -> fx.GraphModule:
     gm = fx.GraphModule(work, tracer.trace(work), type(work).__name__)
     carry_unreferenced(work, gm)  # unread parameters, buffers and submodules keep their keys
     keep_state_keys(gm, keys)  # fx's _tensor_constant* are not the model's state
+    _follow_mode(model, gm)
     for name, m in gm.named_modules():
         if name in modes:
             m.training = modes[name]
     gm.meta[CAPTURE] = "symbolic_trace"
     return gm
+
+
+def _constants(node: fx.Node) -> list[tuple[Any, Any]]:
+    """(position, value) of every non-node leaf of a node's args and kwargs."""
+    out: list[tuple[Any, Any]] = []
+
+    def walk(where: Any, v: Any) -> None:
+        if isinstance(v, (tuple, list)):
+            out.append((where, len(v)))
+            for i, x in enumerate(v):
+                walk((*where, i), x)
+        elif isinstance(v, dict):
+            out.append((where, tuple(v)))
+            for k, x in v.items():
+                walk((*where, k), x)
+        elif not isinstance(v, fx.Node):
+            out.append((where, v))
+
+    walk(("args",), node.args)
+    walk(("kwargs",), node.kwargs)
+    return out
+
+
+def _owner(node: fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    return next(reversed(stack.values()))[0] if stack else ""
+
+
+def _follow_mode(model: nn.Module, gm: fx.GraphModule) -> None:
+    """Make the eval-mode graph of a symbolic_trace capture follow ``train()``/``eval()``.
+
+    symbolic_trace runs Python, so ``self.training`` is read once, at trace time: a module
+    traced through (a BatchNorm subclass calling ``F.batch_norm``, a custom dropout) has its
+    eval value baked into the graph. The model is traced again in train mode and the two
+    graphs compared: where they differ only in a bool argument (``training=`` of batch norm
+    and dropout), that argument becomes the innermost module's ``training`` flag, read at run
+    time; an integer buffer the train-mode forward counts up (``num_batches_tracked``, which
+    fx updates eagerly while tracing) is counted up by the graph in train mode. Where the
+    graphs differ otherwise (a branch on ``self.training``, such as drop-path), the graph
+    cannot follow the mode: in train mode it raises, naming the module (``_eval_only``)."""
+    import difflib
+
+    work = _copy(model)
+    _cache_off(work)
+    work.train()
+    counters = {k: b.clone() for k, b in work.named_buffers() if not b.is_floating_point() and not b.is_complex()}
+    try:
+        train_graph = _Tracer().trace(work)
+    except Exception as e:  # noqa: BLE001 - whatever stops the train-mode trace
+        return _eval_only(gm, f"symbolic_trace cannot trace it in train mode ({_first_line(e)})")
+    counted = {k: work.get_buffer(k) - v for k, v in counters.items() if not torch.equal(work.get_buffer(k), v)}
+
+    def sig(n: fx.Node) -> tuple:
+        return (n.op, str(n.target))
+
+    ev, tr = list(gm.graph.nodes), list(train_graph.nodes)
+    links: list[tuple[fx.Node, tuple, bool]] = []
+    matcher = difflib.SequenceMatcher(None, [sig(n) for n in ev], [sig(n) for n in tr], autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag != "equal":
+            at = ev[i1] if i1 < len(ev) else tr[j1]
+            return _eval_only(gm, f"in train mode it runs other ops from {at.format_node()} on, in module "
+                                  f"'{_owner(at) or type(model).__name__}' (a branch on self.training)")  # fmt: skip
+        for a, b in zip(ev[i1:i2], tr[j1:j2]):
+            ca, cb = _constants(a), _constants(b)
+            if [w for w, _ in ca] != [w for w, _ in cb]:
+                return _eval_only(gm, f"in train mode {a.format_node()} takes other arguments")
+            for (where, va), (_, vb) in zip(ca, cb):
+                if va is vb or (type(va) is type(vb) and va == vb):
+                    continue
+                if isinstance(va, bool) and isinstance(vb, bool):
+                    links.append((a, where, va))
+                else:
+                    return _eval_only(gm, f"in train mode {a.format_node()} takes {vb!r} instead of {va!r}")
+    if any(d.numel() != 1 for d in counted.values()):
+        name = next(k for k, d in counted.items() if d.numel() != 1)
+        return _eval_only(gm, f"its train-mode forward changes the buffer {name} in a way the graph cannot replay")
+    graph = gm.graph
+    modules = dict(gm.named_modules())
+
+    def flag(owner: str) -> fx.Node:
+        """``<owner>.training`` at run time (the nearest module the graph module has)."""
+        while owner and owner not in modules:
+            owner = owner.rpartition(".")[0]
+        if not owner:  # the GraphModule itself
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # fx warns that get_attr of a bool is unusual
+                return graph.get_attr("training")
+        return graph.call_function(getattr, (graph.get_attr(owner), "training"))
+
+    for node, where, eval_value in links:
+        with graph.inserting_before(node):
+            f = flag(_owner(node))
+            if eval_value:  # the argument is ``not self.training``
+                f = graph.call_function(operator.not_, (f,))
+        _set_arg(node, where, f)
+    first = next(n for n in graph.nodes if n.op != "placeholder")
+    for name, delta in counted.items():
+        with graph.inserting_before(first):
+            step = graph.call_function(operator.mul, (flag(name.rpartition(".")[0]), int(delta.item())))
+            graph.call_method("add_", (graph.get_attr(name), step))
+    graph.lint()
+    gm.recompile()
+    return None
+
+
+def _set_arg(node: fx.Node, where: tuple, value: Any) -> None:
+    """Replace the leaf at ``where`` (from ``_constants``) of a node's args or kwargs."""
+
+    def put(v: Any, path: tuple) -> Any:
+        if not path:
+            return value
+        head, rest = path[0], path[1:]
+        if isinstance(v, dict):
+            return {k: put(x, rest) if k == head else x for k, x in v.items()}
+        return type(v)(put(x, rest) if i == head else x for i, x in enumerate(v))
+
+    if where[0] == "args":
+        node.args = put(node.args, where[1:])
+    else:
+        node.kwargs = put(node.kwargs, where[1:])
+
+
+def _refuse_training(training: bool, why: str) -> None:
+    """A graph node: the graph was captured in eval mode and cannot follow train mode."""
+    if training:
+        raise RuntimeError(f"fxprune: this pruned graph cannot run in train mode: {why}. {_TRAIN_HINT}")
+
+
+_TRAIN_HINT = (
+    "It was captured in eval mode (symbolic_trace reads self.training once); to fine-tune, prune with "
+    "output='module' (your own class), or keep that module out of the trace with fxprune.register_module"
+)
+
+
+def _eval_only(gm: fx.GraphModule, why: str) -> None:
+    """The graph cannot follow train mode: ``train()`` raises with the reason, and so does a
+    forward in train mode (the check is a node of the graph, so it survives copies)."""
+    graph = gm.graph
+    first = next(n for n in graph.nodes if n.op != "placeholder")
+    with graph.inserting_before(first), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fx warns that get_attr of a bool is unusual
+        graph.call_function(_refuse_training, (graph.get_attr("training"), why))
+    graph.lint()
+    gm.recompile()
+    gm.train = types.MethodType(_train_refused, gm)
+
+
+def _train_refused(self: fx.GraphModule, mode: bool = True) -> nn.Module:
+    if mode:
+        why = next(n.args[1] for n in self.graph.nodes if n.target is _refuse_training)
+        raise RuntimeError(f"fxprune: this pruned graph cannot run in train mode: {why}. {_TRAIN_HINT}")
+    return nn.Module.train(self, mode)
 
 
 @dataclass(frozen=True)
@@ -316,6 +472,7 @@ def _by_export(model: nn.Module, inputs: tuple) -> fx.GraphModule:
     gm.train = types.MethodType(_train_keeps_eval_graph, gm)
     gm.eval()
     _inline_grad_regions(gm)
+    _drop_whole_slices(gm)
     gm.meta[CAPTURE] = "torch.export"
     return gm
 
@@ -330,6 +487,21 @@ def _train_keeps_eval_graph(self: nn.Module, mode: bool = True) -> nn.Module:
         )
         self._fxprune_train_warned = True
     return nn.Module.train(self, mode)
+
+
+def _drop_whole_slices(gm: fx.GraphModule) -> None:
+    """``aten.slice(x, d, 0, INT64_MAX)`` (a ``x[:, i]`` spelled in full) is ``x``: export drops
+    it for a static dim but keeps it for a dynamic one. Drop it, so the graph (and the names in
+    the report) are the same as a static capture's."""
+    big = 2**63 - 1
+    for node in list(gm.graph.nodes):
+        if node.op == "call_function" and node.target is torch.ops.aten.slice.Tensor and not node.kwargs:
+            _, _, start, end, step = (*node.args, *(0, None, None, 1)[len(node.args) - 1 :])  # defaults
+            if start in (0, None) and end in (None, big) and step == 1:
+                node.replace_all_uses_with(node.args[0])
+                gm.graph.erase_node(node)
+    gm.graph.lint()
+    gm.recompile()
 
 
 def _inline_grad_regions(gm: fx.GraphModule) -> None:

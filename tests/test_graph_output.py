@@ -4,6 +4,7 @@ the model's; ``train()`` trains; bfloat16 and float16 models compile and verify.
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -165,3 +166,103 @@ def test_low_precision_llama_compiles_and_verifies(dtype: torch.dtype) -> None:
         assert res.tol == 4 * torch.finfo(dtype).eps and f"in {res.dtype}" in str(res)
         assert next(small.parameters()).dtype == dtype
         assert fxprune.verify(m, small, torch.randint(0, 100, (3, 11))).passed
+
+
+# ------------------------------------------------------------------------------------------
+# train() trains
+# ------------------------------------------------------------------------------------------
+class _TracedNorms(nn.Module):
+    """A BatchNorm subclass that symbolic_trace traces through (``_Constants._BN``, like timm's
+    BatchNormAct2d) and a functional dropout reading ``self.training``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = _Constants._BN(8)
+        self.c2 = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.dropout(torch.relu(self.bn(self.c1(x))), 0.5, self.training)
+        return self.c2(y)
+
+
+def test_traced_norms_and_dropout_follow_the_mode() -> None:
+    """Unpruned (ratio 0), the graph in train mode is the model in train mode: the same batch
+    statistics, the same running-statistics update and count, the same dropout mask."""
+    m = randomize_(_TracedNorms()).eval()
+    x = torch.randn(4, 3, 8, 8)
+    same = fxprune.compile(m, 0.0, example_inputs=x)
+    assert same.meta["fxprune.capture"] == "symbolic_trace"
+    ref = copy.deepcopy(m).train()
+    same.train()
+    torch.manual_seed(1)
+    want = ref(x)
+    torch.manual_seed(1)
+    got = same(x)
+    assert torch.allclose(got, want, atol=1e-6)
+    for k, v in ref.state_dict().items():
+        assert torch.allclose(same.state_dict()[k].float(), v.float()), k
+    assert int(same.bn.num_batches_tracked) == 1
+    same.eval()
+    assert torch.equal(same(x), same(x)) and int(same.bn.num_batches_tracked) == 1  # eval: no dropout, no count
+    small = _run_and_check(m, x, [torch.randn(2, 3, 6, 6)])
+    small.train()
+    before = small.bn.running_mean.clone()
+    small(x).sum().backward()
+    assert not torch.equal(before, small.bn.running_mean) and small.c1.weight.grad is not None
+
+
+def test_efficientnet_b0_trains() -> None:
+    """timm EfficientNet-B0: every BatchNormAct2d is traced through; the pruned graph in train
+    mode updates the running statistics and gives other outputs than in eval mode, as the
+    original does, and keeps the num_batches_tracked keys."""
+    timm = pytest.importorskip("timm")
+    m = randomize_(timm.create_model("efficientnet_b0", num_classes=10)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    small = _run_and_check(m, x, [])
+    assert sum(k.endswith("num_batches_tracked") for k in small.state_dict()) == 49
+    ref = copy.deepcopy(m)
+    for model in (ref, small):
+        with torch.no_grad():
+            ev = model.eval()(x)
+            stats = model.bn1.running_var.clone()
+            tr = model.train()(x)
+        assert not torch.allclose(ev, tr) and not torch.equal(stats, model.bn1.running_var)
+        assert int(model.bn1.num_batches_tracked) == 1
+
+
+class _DropPath(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:  # a branch: the eval-mode graph has no trace of it
+            return x + torch.nn.functional.dropout(self.fc(x), 0.1) * 0.9
+        return x + self.fc(x)
+
+
+class _WithDropPath(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 8)
+        self.block = _DropPath()
+        self.b = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.block(torch.relu(self.a(x))))
+
+
+def test_a_training_branch_makes_train_raise() -> None:
+    """A traced ``if self.training`` branch cannot follow the mode: train() raises naming the
+    module, and so does a forward in train mode (a check inside the graph, kept by copies)."""
+    m = randomize_(_WithDropPath()).eval()
+    small = _run_and_check(m, torch.randn(3, 4), [torch.randn(5, 4)])
+    with pytest.raises(RuntimeError, match="cannot run in train mode: .*'block'.*output='module'"):
+        small.train()
+    assert not small.training
+    small.eval()  # eval() stays allowed
+    twin = copy.deepcopy(small)
+    nn.Module.train(twin)
+    with pytest.raises(RuntimeError, match="cannot run in train mode"):
+        twin(torch.randn(3, 4))
