@@ -209,7 +209,7 @@ def test_rewrite_copies_like_deepcopy() -> None:
 
 
 def test_unknown_op_is_pinned_and_named() -> None:
-    """torch.cumsum has no rule: its classes keep every channel and the report names the node
+    """torch.renorm has no rule: its classes keep every channel and the report names the node
     and the op; nothing is assumed element-wise."""
 
     class Rolled(nn.Module):
@@ -220,12 +220,12 @@ def test_unknown_op_is_pinned_and_named() -> None:
             self.c = nn.Conv2d(8, 4, 1)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.c(self.b(torch.cumsum(self.a(x), 1)))
+            return self.c(self.b(torch.renorm(self.a(x), 2, 1, 5.0)))
 
     out = fxprune.compile(Rolled(), 0.5, example_inputs=X)
     report = out.meta["fxprune.report"]
-    assert [u.node for u in report.unsupported] == ["cumsum"]
-    assert "torch.cumsum" in report.unsupported[0].message()
+    assert [u.node for u in report.unsupported] == ["renorm"]
+    assert "torch.renorm" in report.unsupported[0].message()
     assert out.state_dict()["a.weight"].shape[0] == 8
     assert out.state_dict()["b.weight"].shape[0] == 4  # b's own output channels are still free
 
